@@ -1,0 +1,35 @@
+"""Process-wide settings, read from the environment (prefix ``RLHFKIT_``).
+
+Nothing is read at import time: call :func:`get_settings` where a value is needed, so tests can
+point the cache or the database somewhere temporary with ``monkeypatch.setenv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RLHFKIT_", extra="ignore")
+
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "rlhfkit",
+        description="Where converted models and other derived artifacts are kept.",
+    )
+    database_url: str = Field(
+        default="sqlite:///./rlhfkit.db",
+        description="SQLAlchemy URL of the platform store; SQLite (WAL) by default.",
+    )
+    secret_key: str = Field(
+        default="",
+        description="Key that signs session cookies; a random one per process when empty.",
+    )
+    runs_dir: Path = Field(default=Path("runs"), description="Where run directories go.")
+
+
+def get_settings() -> Settings:
+    """Build the settings from the current environment (cheap; not cached on purpose)."""
+    return Settings()
