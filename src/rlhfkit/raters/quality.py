@@ -1,0 +1,565 @@
+"""Rater quality: how much raters agree, how far to trust each one, and who deserves a look.
+
+Every function works on one long table of annotations, one row per ``(item_id, rater_id,
+label)``, so files, the platform's store and simulated pools all feed the same code. Labels are
+nominal (any hashable value: ``"first"``, ``"tie"``, ``"2_full_refusal"``...).
+
+Example::
+
+    >>> from rlhfkit.raters.quality import annotation_table, fleiss_kappa, percent_agreement
+    >>> ann = annotation_table([
+    ...     ("q1", "ana", "A"), ("q1", "bo", "A"), ("q1", "cy", "B"),
+    ...     ("q2", "ana", "B"), ("q2", "bo", "B"), ("q2", "cy", "B"),
+    ... ])
+    >>> round(percent_agreement(ann), 3)
+    0.667
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlhfkit.errors import InputError
+
+COLUMNS = ["item_id", "rater_id", "label"]
+
+FLAG_MARGIN = 0.15
+"""A rater is flagged when even the optimistic end (95 % Wilson upper bound) of their agreement
+with peers lies more than this far below the median of the other raters. Realistic raw agreement
+on open-ended comparisons spans 63-77 % (14 points), so 15 points below the pool's typical rater
+is outside the spread that honest, careful raters show."""
+
+
+def annotation_table(rows: Iterable[Any] | pd.DataFrame) -> pd.DataFrame:
+    """Validate annotations into a DataFrame with columns item_id, rater_id, label.
+
+    ``rows`` is a DataFrame with those columns, or an iterable of ``(item, rater, label)``
+    tuples or mappings with those keys. A rater labelling the same item twice is an error (the
+    store or caller decides which judgment counts).
+
+    Example::
+
+        >>> annotation_table([{"item_id": 1, "rater_id": "a", "label": "x"}]).shape
+        (1, 3)
+    """
+    if isinstance(rows, pd.DataFrame):
+        missing = [c for c in COLUMNS if c not in rows.columns]
+        if missing:
+            raise InputError(
+                f"annotations: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+            )
+        df = rows[COLUMNS].copy()
+    else:
+        records = []
+        for n, row in enumerate(rows):
+            if isinstance(row, Mapping):
+                try:
+                    records.append((row["item_id"], row["rater_id"], row["label"]))
+                except KeyError as exc:
+                    raise InputError(
+                        f"annotations: row {n}: missing field {exc.args[0]!r}"
+                    ) from None
+            elif isinstance(row, (tuple, list)) and len(row) == 3:
+                records.append(tuple(row))
+            else:
+                raise InputError(
+                    f"annotations: row {n}: expected (item_id, rater_id, label), got {row!r:.80}"
+                )
+        df = pd.DataFrame(records, columns=COLUMNS)
+    if df[COLUMNS].isna().any().any():
+        bad = df[df[COLUMNS].isna().any(axis=1)].index[0]
+        raise InputError(f"annotations: row {bad}: item_id, rater_id and label must all be set")
+    dup = df.duplicated(["item_id", "rater_id"], keep=False)
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise InputError(
+            f"annotations: rater {first.rater_id!r} labelled item {first.item_id!r} more than once;"
+            " expected one label per rater and item"
+        )
+    return df.reset_index(drop=True)
+
+
+def _counts(ann: pd.DataFrame) -> pd.DataFrame:
+    """Items x labels table of how many raters gave each label."""
+    return pd.crosstab(ann["item_id"], ann["label"])
+
+
+def _multi_rated(counts: pd.DataFrame) -> pd.DataFrame:
+    # Agreement needs at least two ratings of an item; singly rated items carry no information.
+    return counts[counts.sum(axis=1) >= 2]
+
+
+def percent_agreement(ann: pd.DataFrame) -> float:
+    """Share of agreeing rater pairs, pooled over all items rated by two or more raters."""
+    c = _multi_rated(_counts(ann)).to_numpy()
+    m = c.sum(axis=1)
+    pairs = (m * (m - 1)).sum()
+    return float((c * (c - 1)).sum() / pairs) if pairs else math.nan
+
+
+def fleiss_kappa(ann: pd.DataFrame) -> float:
+    """Fleiss' kappa. With unequal raters per item, each item's observed agreement uses its own
+    count (items with one rating are left out); with equal counts this is Fleiss (1971)."""
+    c = _multi_rated(_counts(ann)).to_numpy().astype(float)
+    if len(c) == 0:
+        return math.nan
+    m = c.sum(axis=1)
+    p_obs = ((c * (c - 1)).sum(axis=1) / (m * (m - 1))).mean()
+    p = c.sum(axis=0) / c.sum()
+    p_exp = (p**2).sum()
+    return float((p_obs - p_exp) / (1 - p_exp)) if p_exp < 1 else math.nan
+
+
+def krippendorff_alpha(ann: pd.DataFrame) -> float:
+    """Krippendorff's alpha for nominal labels (missing ratings allowed), via ``krippendorff``."""
+    import krippendorff
+
+    if ann.empty or ann["label"].nunique() < 2:
+        return math.nan  # alpha is undefined when no variation is possible
+    codes, _ = pd.factorize(ann["label"], sort=True)
+    wide = (
+        ann.assign(code=codes.astype(float))
+        .pivot(index="rater_id", columns="item_id", values="code")
+        .to_numpy()
+    )
+    try:
+        return float(krippendorff.alpha(reliability_data=wide, level_of_measurement="nominal"))
+    except ValueError:
+        return math.nan  # e.g. no item with two ratings
+
+
+def cohen_kappa(ann: pd.DataFrame, rater_a: Hashable, rater_b: Hashable) -> float:
+    """Cohen's kappa between two raters on the items both labelled."""
+    return _pair_stats(ann, rater_a, rater_b)[2]
+
+
+def _pair_stats(ann: pd.DataFrame, a: Hashable, b: Hashable) -> tuple[int, float, float]:
+    la = ann[ann.rater_id == a].set_index("item_id")["label"]
+    lb = ann[ann.rater_id == b].set_index("item_id")["label"]
+    both = la.index.intersection(lb.index)
+    if len(both) == 0:
+        return 0, math.nan, math.nan
+    x, y = la.loc[both], lb.loc[both]
+    p_obs = float((x.to_numpy() == y.to_numpy()).mean())
+    px, py = x.value_counts(normalize=True), y.value_counts(normalize=True)
+    p_exp = float((px * py.reindex(px.index, fill_value=0.0)).sum())
+    kappa = (p_obs - p_exp) / (1 - p_exp) if p_exp < 1 else math.nan
+    return len(both), p_obs, kappa
+
+
+def cohen_kappa_pairs(ann: pd.DataFrame, min_overlap: int = 2) -> pd.DataFrame:
+    """Cohen's kappa and raw agreement for every pair of raters sharing ``min_overlap`` items."""
+    raters = sorted(ann["rater_id"].unique(), key=str)
+    items = ann.groupby("rater_id")["item_id"].apply(set)
+    rows = []
+    for i, a in enumerate(raters):
+        for b in raters[i + 1 :]:
+            if len(items[a] & items[b]) < min_overlap:
+                continue
+            n, agree, kappa = _pair_stats(ann, a, b)
+            rows.append(
+                {"rater_a": a, "rater_b": b, "n_items": n, "agreement": agree, "kappa": kappa}
+            )
+    return pd.DataFrame(rows, columns=["rater_a", "rater_b", "n_items", "agreement", "kappa"])
+
+
+def item_agreement(ann: pd.DataFrame) -> pd.DataFrame:
+    """Per item: ratings, majority label (None without a unique one), its share, pair agreement."""
+    counts = _counts(ann)
+    c = counts.to_numpy()
+    m = c.sum(axis=1)
+    top = c.max(axis=1)
+    unique_top = (c == top[:, None]).sum(axis=1) == 1
+    labels = counts.columns.to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pair = np.where(m >= 2, (c * (c - 1)).sum(axis=1) / (m * (m - 1)), np.nan)
+    return pd.DataFrame(
+        {
+            "n_ratings": m,
+            "majority_label": [
+                lab if u else None
+                for lab, u in zip(labels[c.argmax(axis=1)], unique_top, strict=True)
+            ],
+            "majority_share": top / m,
+            "pair_agreement": pair,
+            "unanimous": (top == m) & (m >= 2),
+        },
+        index=counts.index,
+    )
+
+
+def majority_vote(ann: pd.DataFrame) -> pd.Series:
+    """The unique most frequent label per item; items with a tied top count are left out."""
+    maj = item_agreement(ann)["majority_label"]
+    return maj[maj.notna()]
+
+
+def label_agreement(ann: pd.DataFrame) -> pd.DataFrame:
+    """Per label: count, share, Fleiss' per-category kappa, and specific agreement (of the rater
+    pairs in which at least one rater used the label, the share in which both did)."""
+    c = _multi_rated(_counts(ann))
+    x = c.to_numpy().astype(float)
+    m = x.sum(axis=1, keepdims=True)
+    p = x.sum(axis=0) / x.sum()
+    # Fleiss (1971) eq. for kappa_j, with each item's own rater count in place of a constant n.
+    disagree = (x * (m - x) / (m - 1)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = 1 - disagree / (x.sum() * p * (1 - p))
+        agree_pairs = (x * (x - 1)).sum(axis=0)
+        specific = agree_pairs / (agree_pairs + (x * (m - x)).sum(axis=0))
+    all_counts = ann["label"].value_counts()
+    return pd.DataFrame(
+        {
+            "count": all_counts.reindex(c.columns).to_numpy(),
+            "share": (all_counts / all_counts.sum()).reindex(c.columns).to_numpy(),
+            "kappa": kappa,
+            "specific_agreement": specific,
+        },
+        index=c.columns,
+    )
+
+
+def _wilson_upper(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / n
+        centre = p + z * z / (2 * n)
+        spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return (centre + spread) / (1 + z * z / n)
+
+
+def rater_agreement(ann: pd.DataFrame, margin: float = FLAG_MARGIN) -> pd.DataFrame:
+    """Per rater: agreement with peers and with the others' majority (leave-one-out), and a flag.
+
+    ``peer_agreement`` is the share of (this rater, other rater) pairs on shared items that gave
+    the same label. ``loo_majority_agreement`` compares the rater with the unique majority of the
+    *other* raters of each item. ``flagged`` is True when the Wilson 95 % upper bound of
+    ``peer_agreement`` (using the number of shared items as n, since pairs on one item are not
+    independent) is below ``threshold`` = median peer agreement of the other raters - ``margin``.
+    Needs three or more raters (with two, each one's agreement is the other's).
+    """
+    counts = _counts(ann)
+    c = counts.to_numpy()
+    item_pos = pd.Index(counts.index).get_indexer(ann["item_id"])
+    label_pos = pd.Index(counts.columns).get_indexer(ann["label"])
+    others = c[item_pos].copy()  # (annotations, labels): the other raters' counts on the item
+    others[np.arange(len(ann)), label_pos] -= 1
+    n_others = others.sum(axis=1)
+    top = others.max(axis=1)
+    has_majority = (n_others > 0) & ((others == top[:, None]).sum(axis=1) == 1)
+    per = pd.DataFrame(
+        {
+            "rater_id": ann["rater_id"].to_numpy(),
+            "shared": (n_others > 0).astype(int),
+            "peer_pairs": n_others,
+            "peer_agree": others[np.arange(len(ann)), label_pos],
+            "loo_items": has_majority.astype(int),
+            "loo_agree": (has_majority & (others.argmax(axis=1) == label_pos)).astype(int),
+        }
+    )
+    g = per.groupby("rater_id").sum()
+    out = pd.DataFrame(index=g.index)
+    out["n_items"] = ann.groupby("rater_id").size()
+    out["n_shared_items"] = g["shared"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["peer_agreement"] = g["peer_agree"] / g["peer_pairs"]
+        out["loo_majority_agreement"] = g["loo_agree"] / g["loo_items"]
+    upper = _wilson_upper(out["peer_agreement"].to_numpy() * g["shared"], g["shared"].to_numpy())
+    agreement = out["peer_agreement"].to_numpy()
+    threshold = np.full(len(out), np.nan)
+    if len(out) >= 3:
+        for i in range(len(out)):
+            rest = np.delete(agreement, i)
+            rest = rest[~np.isnan(rest)]
+            if len(rest):
+                threshold[i] = np.median(rest) - margin
+    out["threshold"] = threshold
+    out["flagged"] = np.nan_to_num(upper, nan=1.0) < np.nan_to_num(threshold, nan=-1.0)
+    return out
+
+
+def gold_accuracy(ann: pd.DataFrame, gold: Mapping[Hashable, Hashable]) -> pd.DataFrame:
+    """Per rater (and ``"(pool)"``): how many gold items they labelled and the share right."""
+    truth = ann["item_id"].map(dict(gold))
+    scored = ann[truth.notna()].assign(correct=lambda d: d["label"] == truth[truth.notna()])
+    out = scored.groupby("rater_id")["correct"].agg(n_gold="size", accuracy="mean")
+    pool = pd.DataFrame(
+        {
+            "n_gold": [len(scored)],
+            "accuracy": [scored["correct"].mean() if len(scored) else np.nan],
+        },
+        index=["(pool)"],
+    )
+    return pd.concat([out, pool])
+
+
+@dataclass
+class DawidSkeneResult:
+    """Aggregated labels and rater trust from Dawid-Skene (crowd-kit)."""
+
+    labels: pd.Series
+    """Most probable true label per item."""
+    confidence: pd.Series
+    """Posterior probability of that label."""
+    trust: pd.Series
+    """Per rater: expected accuracy = sum over labels of prior(label) x P(rater says it | it)."""
+    errors: pd.DataFrame
+    """Per rater confusion matrices, P(observed label | true label) (crowd-kit's ``errors_``)."""
+    majority_items: int = 0
+    """Items with a unique majority label."""
+    agreement_with_majority: float = math.nan
+    """Share of those on which Dawid-Skene picks the majority label."""
+
+
+def dawid_skene(ann: pd.DataFrame, n_iter: int = 100) -> DawidSkeneResult:
+    """Fit Dawid-Skene by EM (crowd-kit) and compare its labels with the majority vote."""
+    from crowdkit.aggregation import DawidSkene
+
+    data = ann.rename(columns={"item_id": "task", "rater_id": "worker"})
+    model = DawidSkene(n_iter=n_iter).fit(data)
+    errors, priors = model.errors_, model.priors_
+    trust = {}
+    for worker, conf in errors.groupby(level="worker"):
+        conf = conf.droplevel("worker")
+        # Diagonal P(says c | truth c), for the labels this rater ever used (others are 0).
+        diag = pd.Series({c: conf.at[c, c] if c in conf.index else 0.0 for c in priors.index})
+        trust[worker] = float((priors * diag).sum())
+    maj = majority_vote(ann)
+    agree = (model.labels_.reindex(maj.index) == maj).mean() if len(maj) else math.nan
+    return DawidSkeneResult(
+        labels=model.labels_,
+        confidence=model.probas_.max(axis=1),
+        trust=pd.Series(trust, name="trust"),
+        errors=errors,
+        majority_items=len(maj),
+        agreement_with_majority=float(agree),
+    )
+
+
+@dataclass
+class Annotations:
+    """An annotation table plus, where the source has them, gold labels per item."""
+
+    table: pd.DataFrame
+    gold: dict[Hashable, Hashable] = field(default_factory=dict)
+    source: str = ""
+    """Where it came from (path and format), for reports."""
+
+
+def agreement_report(
+    annotations: Annotations | pd.DataFrame,
+    *,
+    margin: float = FLAG_MARGIN,
+    min_overlap: int = 10,
+    per_item: bool = False,
+    n_iter: int = 100,
+) -> dict[str, Any]:
+    """Every quality statistic of one annotation set as a JSON-ready dict.
+
+    Example::
+
+        >>> from rlhfkit.raters.quality import load_annotations, agreement_report
+        >>> report = agreement_report(load_annotations("testset-v1.json"))  # doctest: +SKIP
+        >>> round(report["fleiss_kappa"], 3)  # doctest: +SKIP
+        0.864
+    """
+    if isinstance(annotations, pd.DataFrame):
+        annotations = Annotations(annotation_table(annotations))
+    ann = annotations.table
+    if ann.empty:
+        raise InputError(f"{annotations.source or 'annotations'}: no annotations to analyse")
+    items = item_agreement(ann)
+    raters = rater_agreement(ann, margin=margin)
+    ds = dawid_skene(ann, n_iter=n_iter)
+    raters["ds_trust"] = ds.trust.reindex(raters.index)
+    report: dict[str, Any] = {
+        "source": annotations.source,
+        "n_annotations": len(ann),
+        "n_items": int(len(items)),
+        "n_multi_rated_items": int((items["n_ratings"] >= 2).sum()),
+        "n_raters": int(ann["rater_id"].nunique()),
+        "labels": sorted(map(str, ann["label"].unique())),
+        "percent_agreement": percent_agreement(ann),
+        "unanimous_items": int(items["unanimous"].sum()),
+        "fleiss_kappa": fleiss_kappa(ann),
+        "krippendorff_alpha": krippendorff_alpha(ann),
+        "cohen_kappa": _records(cohen_kappa_pairs(ann, min_overlap=min_overlap)),
+        "per_rater": _records(raters, "rater_id"),
+        "per_label": _records(label_agreement(ann), "label"),
+        "flag_rule": (
+            f"flagged when the 95% Wilson upper bound of peer agreement < median of the other"
+            f" raters' peer agreement - {margin:g} (needs 3+ raters)"
+        ),
+        "flagged_raters": [str(r) for r in raters.index[raters["flagged"]]],
+        "dawid_skene": {
+            "majority_items": ds.majority_items,
+            "agreement_with_majority": ds.agreement_with_majority,
+            "labels": {str(k): int(v) for k, v in ds.labels.value_counts().items()},
+        },
+    }
+    if annotations.gold:
+        report["gold_accuracy"] = _records(gold_accuracy(ann, annotations.gold), "rater_id")
+    if per_item:
+        items["ds_label"] = ds.labels.reindex(items.index)
+        items["ds_confidence"] = ds.confidence.reindex(items.index)
+        report["per_item"] = _records(items, "item_id")
+    return _jsonable(report)
+
+
+def _records(df: pd.DataFrame, index_name: str | None = None) -> list[dict[str, Any]]:
+    if index_name is not None:
+        df = df.rename_axis(index_name).reset_index()
+    return df.to_dict(orient="records")
+
+
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars to Python, NaN to None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+FORMATS = ("pandalm", "xstest", "annotations")
+"""pandalm: PandaLM test set JSON (annotator1/2/3, 0 tie, 1 first, 2 second better). xstest:
+XSTest completions CSV (annotation_1, annotation_2, final_label as gold). annotations: a CSV or
+JSON lines file with item_id, rater_id, label (and optional gold) columns, e.g. a store export."""
+
+PANDALM_VOTES = {0: "tie", 1: "first", 2: "second"}
+
+
+def load_annotations(path: str | Path, format: str | None = None) -> Annotations:
+    """Read a file of multi-rater labels into an :class:`Annotations` table.
+
+    ``format`` is one of :data:`FORMATS`; None guesses from the file's content.
+
+    Example::
+
+        >>> ann = load_annotations("xstest_v2_completions_gpt4.csv")  # doctest: +SKIP
+        >>> cohen_kappa(ann.table, "annotation_1", "annotation_2")  # doctest: +SKIP
+        0.970...
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    fmt = format or _guess_format(path)
+    if fmt not in FORMATS:
+        raise InputError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "pandalm":
+        return _load_pandalm(path)
+    if fmt == "xstest":
+        return _load_xstest(path)
+    return _load_generic(path)
+
+
+def _guess_format(path: Path) -> str:
+    head = _read_text(path)[:4096]
+    first_line = head.splitlines()[0] if head.strip() else ""
+    if '"annotator1"' in head:
+        return "pandalm"
+    if "annotation_1" in first_line and "annotation_2" in first_line:
+        return "xstest"
+    if all(c in head for c in COLUMNS):
+        return "annotations"
+    raise InputError(
+        f"{path}: cannot tell the format; expected PandaLM JSON (annotator1..3), XSTest"
+        " completions CSV (annotation_1, annotation_2) or a table with item_id, rater_id, label;"
+        " or name it with --format"
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _load_pandalm(path: Path) -> Annotations:
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of PandaLM items")
+    rows = []
+    for n, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise InputError(f"{path}: item {n}: expected an object with annotator1..3")
+        item_id = item.get("idx", n)
+        for rater in ("annotator1", "annotator2", "annotator3"):
+            vote = item.get(rater)
+            if vote not in PANDALM_VOTES or isinstance(vote, bool):
+                raise InputError(
+                    f"{path}: item {n} (idx {item_id}): field {rater} is {vote!r};"
+                    " expected 0 (tie), 1 (first better) or 2 (second better)"
+                )
+            rows.append((item_id, rater, PANDALM_VOTES[vote]))
+    return Annotations(annotation_table(rows), source=f"{path} (pandalm)")
+
+
+def _load_xstest(path: Path) -> Annotations:
+    rows, gold = [], {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = ["id", "annotation_1", "annotation_2"]
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} in the header")
+        try:
+            for rec in reader:
+                for rater in ("annotation_1", "annotation_2"):
+                    if not (rec.get(rater) or "").strip():
+                        raise InputError(f"{path}:{reader.line_num}: empty {rater}")
+                    rows.append((rec["id"], rater, rec[rater].strip()))
+                if (rec.get("final_label") or "").strip():
+                    gold[rec["id"]] = rec["final_label"].strip()
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}:{reader.line_num}: unreadable CSV ({exc})") from None
+    return Annotations(annotation_table(rows), gold=gold, source=f"{path} (xstest)")
+
+
+def _load_generic(path: Path) -> Annotations:
+    text = _read_text(path)
+    records: list[dict[str, Any]] = []
+    if path.suffix in (".jsonl", ".json") or text.lstrip().startswith("{"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise InputError(f"{path}:{n}: expected an object with {', '.join(COLUMNS)}")
+            records.append({**rec, "_line": n})
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        records = [{**rec, "_line": reader.line_num} for rec in reader]
+    rows, gold = [], {}
+    for rec in records:
+        missing = [c for c in COLUMNS if rec.get(c) in (None, "")]
+        if missing:
+            raise InputError(
+                f"{path}:{rec['_line']}: missing {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+            )
+        rows.append((rec["item_id"], rec["rater_id"], rec["label"]))
+        if rec.get("gold") not in (None, ""):
+            gold[rec["item_id"]] = rec["gold"]
+    return Annotations(annotation_table(rows), gold=gold, source=f"{path} (annotations)")
