@@ -1,0 +1,381 @@
+"""The task queue: who judges what next, and recording a judgment exactly once.
+
+Invariants (tested under concurrency in tests/store/test_queue.py):
+
+- an ordinary item gets exactly ``overlap_k`` judgments, each from a different rater;
+- a rater never gets the same item twice (a unique key on (item, rater), even after expiry);
+- an assignment not answered within the project's ``assignment_ttl_s`` expires and its slot
+  goes back to the queue;
+- gold items (known answer) are mixed in with probability ``gold_share``, look like any other
+  task, and are not capped at k (every rater may meet each gold item once);
+- submitting is idempotent: the same ``client_key`` returns the stored judgment.
+
+Each call is one transaction (:func:`rlhfkit.store.engine.writing`).
+
+Example::
+
+    task = next_task(engine, project_id, rater_id)
+    judgment, created = submit_judgment(
+        engine, task.assignment_id, rater_id, JudgmentInput(client_key="k1", choice="A")
+    )
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rlhfkit.errors import InputError
+from rlhfkit.store import limits
+from rlhfkit.store.engine import is_sqlite, writing
+from rlhfkit.store.errors import Conflict, Forbidden, NotFound
+from rlhfkit.store.schema import (
+    CHOICES,
+    assignments,
+    items,
+    judgments,
+    ledger,
+    project_members,
+    projects,
+    users,
+)
+from rlhfkit.store.users import now_utc
+
+_EXPIRE_BATCH = 200
+_rng = random.SystemRandom()
+
+
+def utc(dt: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; all stored times are UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass
+class Task:
+    """One issued task as the rater sees it: no gold answer, responses in shown order."""
+
+    assignment_id: int
+    item_id: int
+    project_id: int
+    task_type: str
+    prompt: list[dict[str, str]]
+    responses: list[dict[str, str]]
+    """``[{"id": "A"|"B", "text": ...}]`` left to right; choices refer to the ids."""
+    shown_order: str
+    label_set: list[str]
+    instructions: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass
+class JudgmentInput:
+    """What a rater submits for one task."""
+
+    client_key: str
+    """Chosen by the client; submitting twice with the same key stores one judgment."""
+    choice: str | None = None
+    """A, B, tie or both_bad (comparison tasks); A/B name responses, not screen sides."""
+    strength: int | None = None
+    """1 (slightly better) to 3 (much better); only for A or B."""
+    labels: dict[str, dict[str, bool]] = field(default_factory=dict)
+    """Per response id ("A"/"B"), label name -> ticked."""
+    demonstration: str | None = None
+    """The ideal reply (demonstration tasks)."""
+    comment: str | None = None
+    time_on_task_ms: int | None = None
+    """Measured by the page; capped by the time since the task was issued."""
+
+
+def _lock(query, conn: Connection):
+    # SQLite already holds the database write lock (BEGIN IMMEDIATE); Postgres locks rows.
+    return query if is_sqlite(conn) else query.with_for_update(skip_locked=True)
+
+
+def expire_stale(conn: Connection, now: datetime) -> int:
+    """Expire open assignments past their deadline and give their slots back."""
+    stale = conn.execute(
+        _lock(
+            select(assignments.c.id, assignments.c.item_id)
+            .where(assignments.c.status == "open", assignments.c.expires_at < now)
+            .limit(_EXPIRE_BATCH),
+            conn,
+        )
+    ).all()
+    if not stale:
+        return 0
+    conn.execute(
+        update(assignments)
+        .where(assignments.c.id.in_([s.id for s in stale]), assignments.c.status == "open")
+        .values(status="expired")
+    )
+    for s in stale:
+        conn.execute(
+            update(items)
+            .where(items.c.id == s.item_id)
+            .values(n_active=items.c.n_active - 1, full=False)
+        )
+    return len(stale)
+
+
+def _project_for(conn: Connection, project_id: int, rater_id: int):
+    project = conn.execute(select(projects).where(projects.c.id == project_id)).first()
+    if project is None:
+        raise NotFound(f"project {project_id}: no such project")
+    member = conn.execute(
+        select(project_members.c.user_id).where(
+            project_members.c.project_id == project_id, project_members.c.user_id == rater_id
+        )
+    ).first()
+    if member is None:
+        raise Forbidden(f"project {project_id}: you are not a rater on this project")
+    return project
+
+
+def _task(conn: Connection, assignment, project) -> Task:
+    item = conn.execute(select(items).where(items.c.id == assignment.item_id)).one()
+    if item.task_type == "comparison":
+        pair = {"A": item.response_a, "B": item.response_b}
+        responses = [{"id": side, "text": pair[side]} for side in assignment.shown_order]
+    else:
+        responses = []
+    return Task(
+        assignment_id=assignment.id,
+        item_id=item.id,
+        project_id=project.id,
+        task_type=item.task_type,
+        prompt=item.prompt,
+        responses=responses,
+        shown_order=assignment.shown_order,
+        label_set=project.label_set,
+        instructions=project.instructions,
+        issued_at=utc(assignment.issued_at),
+        expires_at=utc(assignment.expires_at),
+    )
+
+
+def next_task(
+    engine: Engine, project_id: int, rater_id: int, *, now: datetime | None = None, rng=None
+) -> Task | None:
+    """The rater's open task in the project, or a newly issued one; None when nothing is left."""
+    now = now or now_utc()
+    rng = rng or _rng
+    with writing(engine) as conn:
+        project = _project_for(conn, project_id, rater_id)
+        if not is_sqlite(conn):
+            # Serialise one rater's own requests (two tabs) without blocking anyone else.
+            conn.execute(select(users.c.id).where(users.c.id == rater_id).with_for_update())
+        expire_stale(conn, now)
+        mine = conn.execute(
+            select(assignments)
+            .where(
+                assignments.c.rater_id == rater_id,
+                assignments.c.project_id == project_id,
+                assignments.c.status == "open",
+                assignments.c.expires_at > now,
+            )
+            .order_by(assignments.c.id)
+            .limit(1)
+        ).first()
+        if mine is not None:
+            return _task(conn, mine, project)
+
+        seen = exists().where(
+            assignments.c.item_id == items.c.id, assignments.c.rater_id == rater_id
+        )
+        candidates = select(items.c.id).where(items.c.project_id == project_id, ~seen)
+        ordinary = candidates.where(items.c.is_gold.is_(False), items.c.full.is_(False))
+        gold = candidates.where(items.c.is_gold.is_(True))
+        order = [gold, ordinary] if rng.random() < project.gold_share else [ordinary]
+        item_id = None
+        for query in order:
+            item_id = conn.execute(_lock(query.order_by(items.c.id).limit(1), conn)).scalar()
+            if item_id is not None:
+                break
+        if item_id is None:
+            return None
+
+        k = project.overlap_k
+        conn.execute(
+            update(items)
+            .where(items.c.id == item_id)
+            .values(
+                n_active=items.c.n_active + 1,
+                full=case((items.c.is_gold, False), else_=items.c.n_active + 1 >= k),
+            )
+        )
+        assignment_id = conn.execute(
+            insert(assignments)
+            .values(
+                item_id=item_id,
+                rater_id=rater_id,
+                project_id=project_id,
+                issued_at=now,
+                expires_at=now + timedelta(seconds=project.assignment_ttl_s),
+                status="open",
+                shown_order=rng.choice(["AB", "BA"]),
+            )
+            .returning(assignments.c.id)
+        ).scalar_one()
+        row = conn.execute(select(assignments).where(assignments.c.id == assignment_id)).one()
+        return _task(conn, row, project)
+
+
+def _validate(data: JudgmentInput, task_type: str, label_set: list[str]) -> dict[str, Any]:
+    key = limits.text(data.client_key, "client_key", limits.CLIENT_KEY)
+    comment = limits.text(data.comment, "comment", limits.COMMENT, required=False)
+    row: dict[str, Any] = {"client_key": key, "comment": comment, "choice": None, "strength": None}
+    if task_type == "comparison":
+        if data.choice not in CHOICES:
+            raise InputError(f"choice: expected one of {', '.join(CHOICES)}, got {data.choice!r}")
+        row["choice"] = data.choice
+        if data.strength is not None:
+            if data.choice not in ("A", "B"):
+                raise InputError("strength: only given when A or B is chosen")
+            if isinstance(data.strength, bool) or data.strength not in (1, 2, 3):
+                raise InputError(f"strength: expected 1, 2 or 3, got {data.strength!r}")
+            row["strength"] = data.strength
+        if data.demonstration:
+            raise InputError("demonstration: not part of a comparison task")
+        labels = data.labels or {}
+        if not isinstance(labels, dict) or set(labels) - {"A", "B"}:
+            raise InputError("labels: expected an object keyed by response id A and/or B")
+        clean: dict[str, dict[str, bool]] = {}
+        for side, marks in labels.items():
+            if not isinstance(marks, dict):
+                raise InputError(f"labels.{side}: expected an object of label: true/false")
+            for name, value in marks.items():
+                if name not in label_set:
+                    raise InputError(
+                        f"labels.{side}.{str(name)[:64]}: not in this project's label set "
+                        f"({', '.join(label_set)})"
+                    )
+                if not isinstance(value, bool):
+                    raise InputError(f"labels.{side}.{name}: expected true or false")
+            clean[side] = dict(marks)
+        row["labels"] = clean
+        row["demonstration"] = None
+    else:
+        if data.choice is not None or data.strength is not None or data.labels:
+            raise InputError("choice/strength/labels: a demonstration task takes only text")
+        row["demonstration"] = limits.text(
+            data.demonstration, "demonstration", limits.DEMONSTRATION
+        )
+        row["labels"] = {}
+    t = data.time_on_task_ms
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 0):
+        raise InputError(f"time_on_task_ms: expected a whole number >= 0, got {t!r}")
+    return row
+
+
+def judgment_public(row) -> dict[str, Any]:
+    """A stored judgment as its own rater may see it."""
+    m = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    m["created_at"] = utc(m["created_at"])
+    return m
+
+
+def submit_judgment(
+    engine: Engine,
+    assignment_id: int,
+    rater_id: int,
+    data: JudgmentInput,
+    *,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Store a judgment for an open assignment of ``rater_id``, pay for it, close the task.
+
+    Returns ``(judgment, created)``; ``created`` is False when ``client_key`` was already used
+    for this same assignment (a retry), in which case the first judgment is returned unchanged.
+    """
+    now = now or now_utc()
+    try:
+        with writing(engine) as conn:
+            return _submit(conn, assignment_id, rater_id, data, now)
+    except IntegrityError:
+        # A concurrent retry with the same key won the race on Postgres: return its result.
+        with writing(engine) as conn:
+            return _submit(conn, assignment_id, rater_id, data, now)
+
+
+def _submit(conn: Connection, assignment_id: int, rater_id: int, data: JudgmentInput, now):
+    key = data.client_key
+    if isinstance(key, str) and len(key) <= limits.CLIENT_KEY:
+        prior = conn.execute(select(judgments).where(judgments.c.client_key == key)).first()
+        if prior is not None:
+            if prior.assignment_id == assignment_id and prior.rater_id == rater_id:
+                return judgment_public(prior), False
+            raise Conflict("client_key: already used for another task; use a fresh key per task")
+    query = select(assignments).where(assignments.c.id == assignment_id)
+    if not is_sqlite(conn):
+        query = query.with_for_update()
+    a = conn.execute(query).first()
+    if a is None or a.rater_id != rater_id:
+        raise NotFound(f"assignment {assignment_id}: no such task of yours")
+    if a.status == "done":
+        raise Conflict(f"assignment {assignment_id}: already judged (under another client_key)")
+    if a.status == "expired" or utc(a.expires_at) <= now:
+        raise Conflict(f"assignment {assignment_id}: expired; ask for the next task")
+    item = conn.execute(select(items).where(items.c.id == a.item_id)).one()
+    project = conn.execute(select(projects).where(projects.c.id == a.project_id)).one()
+    row = _validate(data, item.task_type, project.label_set)
+    elapsed_ms = int((now - utc(a.issued_at)).total_seconds() * 1000)
+    claimed = data.time_on_task_ms
+    row["time_on_task_ms"] = max(0, min(claimed, elapsed_ms) if claimed is not None else elapsed_ms)
+    judgment_id = conn.execute(
+        insert(judgments)
+        .values(
+            assignment_id=a.id,
+            item_id=a.item_id,
+            rater_id=rater_id,
+            project_id=a.project_id,
+            shown_order=a.shown_order,
+            created_at=now,
+            **row,
+        )
+        .returning(judgments.c.id)
+    ).scalar_one()
+    conn.execute(update(assignments).where(assignments.c.id == a.id).values(status="done"))
+    conn.execute(update(items).where(items.c.id == a.item_id).values(n_done=items.c.n_done + 1))
+    demo = item.task_type == "demonstration"
+    conn.execute(
+        insert(ledger).values(
+            rater_id=rater_id,
+            project_id=a.project_id,
+            judgment_id=judgment_id,
+            kind="demonstration" if demo else "task",
+            amount_cents=(
+                project.pay_per_demonstration_cents if demo else project.pay_per_comparison_cents
+            ),
+            note="",
+            created_at=now,
+        )
+    )
+    stored = conn.execute(select(judgments).where(judgments.c.id == judgment_id)).one()
+    return judgment_public(stored), True
+
+
+def rater_judgments(engine: Engine, rater_id: int, project_id: int | None = None) -> list[dict]:
+    """A rater's own judgments, newest first."""
+    query = select(judgments).where(judgments.c.rater_id == rater_id)
+    if project_id is not None:
+        query = query.where(judgments.c.project_id == project_id)
+    with engine.connect() as conn:
+        return [judgment_public(r) for r in conn.execute(query.order_by(judgments.c.id.desc()))]
+
+
+def project_judgments(engine: Engine, project_id: int) -> list[dict]:
+    """All judgments of a project (admin views and exports), oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(judgments).where(judgments.c.project_id == project_id).order_by(judgments.c.id)
+        )
+        return [judgment_public(r) for r in rows]
+
+
+__all__ = ["JudgmentInput", "Task", "expire_stale", "next_task", "submit_judgment"]
