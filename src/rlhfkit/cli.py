@@ -51,10 +51,40 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
+# --- personality --------------------------------------------------------------------------------
+
+
+def _add_personality_commands(sub) -> None:
+    def score(args):
+        from rlhfkit.personality import score_file
+
+        rows = score_file(args.attribute, args.input, args.text_field, out=args.out)
+        if args.out is None:
+            sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
+
+    p = _command(
+        sub,
+        "score",
+        "Score each record's text on one attribute: one JSON line {ATTRIBUTE: score} per record,"
+        " in input order, scores in [0, 1] (for refusal, 0.5 and above means a refusal).",
+        score,
+    )
+    p.add_argument(
+        "attribute",
+        metavar="ATTRIBUTE",
+        help="politeness, hedging, refusal, length, concision, formality, sentiment, sarcasm,"
+        " formatting, or rm:PATH#INDEX (a head of a trained reward model)",
+    )
+    p.add_argument("--input", required=True, help="a .csv (with a header) or .jsonl file")
+    p.add_argument("--text-field", required=True, help="the column or field holding the text")
+    p.add_argument("--out", default=None, help="write the JSON lines here instead of stdout")
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
     _add_model_commands,
+    _add_personality_commands,
 ]
 
 

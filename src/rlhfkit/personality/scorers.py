@@ -789,16 +789,34 @@ def read_texts(path: str | Path, text_field: str) -> list[str]:
     return texts
 
 
-def score_file(attribute: str, path: str | Path, text_field: str) -> list[dict[str, float]]:
-    """One ``{attribute: score}`` per record of a csv/jsonl file, in input order.
+def score_file(
+    attribute: str, path: str | Path, text_field: str, out: str | Path | None = None
+) -> list[dict[str, float]]:
+    """One ``{attribute: score}`` per record of a csv/jsonl file, in input order; written to
+    ``out`` as JSON lines when given.
 
-    The whole file is read and checked before anything is scored, so bad input fails early.
+    The whole file is read, checked and scored before anything is written, and ``out`` is
+    replaced atomically, so bad input never leaves a partial output file.
 
     Example::
 
-        score_file("refusal", "replies.jsonl", "completion")
+        score_file("refusal", "replies.jsonl", "completion", out="refusal.jsonl")
         # [{"refusal": 0.98}, {"refusal": 0.12}, ...]
     """
+    import json
+    import os
+    import tempfile
+
     check_attribute(attribute)
     texts = read_texts(path, text_field)
-    return [{attribute: value} for value in score(attribute, texts)]
+    rows = [{attribute: value} for value in score(attribute, texts)]
+    if out is not None:
+        out = Path(out)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write there ({exc.strerror})") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        os.replace(tmp, out)
+    return rows
