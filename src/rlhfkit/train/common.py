@@ -287,7 +287,7 @@ def gae(
         torch.pow(torch.tensor(gamma * lam, dtype=rewards.dtype), offset.clamp(min=0)),
         torch.zeros((), dtype=rewards.dtype),
     )  # (T, T), upper triangular
-    advantages = _valid(deltas @ discount.T.to(deltas.device), mask)  # (batch, T)
+    advantages = _valid(deltas @ discount.T, mask)  # (batch, T)
     return advantages, _valid(advantages + values, mask)
 
 
