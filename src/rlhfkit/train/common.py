@@ -282,11 +282,8 @@ def gae(
     steps = rewards.shape[-1]
     idx = torch.arange(steps, device=rewards.device)
     offset = (idx.unsqueeze(0) - idx.unsqueeze(1)).to(rewards.dtype)  # [t, s] = s - t
-    discount = torch.where(
-        offset >= 0,
-        torch.pow(torch.tensor(gamma * lam, dtype=rewards.dtype), offset.clamp(min=0)),
-        torch.zeros((), dtype=rewards.dtype),
-    )  # (T, T), upper triangular
+    # [t, s] = (gamma * lam) ** (s - t) for s >= t, else 0
+    discount = torch.triu((gamma * lam) ** offset.clamp(min=0))  # (T, T)
     advantages = _valid(deltas @ discount.T, mask)  # (batch, T)
     return advantages, _valid(advantages + values, mask)
 
