@@ -1,0 +1,485 @@
+"""Bias profiles: which attributes of a response predict that a rater chooses it.
+
+For every judged pair the response shown first is compared with the one shown second. A
+logistic regression of "first response chosen" on the attribute differences (first - second)
+gives one coefficient per attribute, in log-odds per unit of difference, plus an intercept that
+is the position effect (positive = the first response is favoured whatever it says). Standard
+errors come from the inverse Hessian of the log-likelihood at the maximum (the Fisher
+information), so each coefficient has a Wald 95 % confidence interval and a p-value.
+
+The default attribute is length as ``log(1 + words)``: its difference is the log ratio of the two
+lengths, so the length coefficient ``b`` means "doubling a response's length multiplies the odds
+of choosing it by ``2**b``". Pass more attributes as ``{name: callable(text) -> float}``, or name
+personality scorers (``rlhfkit.personality.scorers``) with ``scorers=["refusal", ...]``.
+
+Ties are left out (a tie is not a choice). When the source does not record which response was
+shown first, each pair is put in a random (seeded) order and no intercept is fitted: the order is
+then unrelated to the choice, so the attribute coefficients stay unbiased.
+
+Example::
+
+    >>> from rlhfkit.raters.bias import bias_profile
+    >>> profile = bias_profile(pairs)  # doctest: +SKIP
+    >>> profile.coefficients["length"].estimate  # doctest: +SKIP
+    0.42
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from rlhfkit.data.records import PreferencePair
+from rlhfkit.errors import InputError
+
+TextAttribute = Callable[[str], float]
+BatchScorer = Callable[[list[str]], Sequence[float]]
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+def log_words(text: str) -> float:
+    """``log(1 + number of whitespace-separated words)``: differences are log length ratios."""
+    return math.log1p(len(text.split()))
+
+
+DEFAULT_ATTRIBUTES: dict[str, TextAttribute] = {"length": log_words}
+"""Attributes that need nothing but the text."""
+
+
+def personality_scorers(names: Iterable[str]) -> dict[str, BatchScorer]:
+    """Batch scorers for attributes of ``rlhfkit.personality.scorers`` (imported only here)."""
+    names = list(names)
+    if not names:
+        return {}
+    try:
+        from rlhfkit.personality.scorers import score
+    except ImportError as exc:  # the personality package is optional for the audit
+        raise InputError(f"personality scorers are not available ({exc})") from None
+    return {name: (lambda texts, _n=name: score(_n, texts)) for name in names}
+
+
+@dataclass
+class Coefficient:
+    """One fitted coefficient, in log-odds of choosing the first response."""
+
+    estimate: float
+    std_error: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    diff_sd: float
+    """Standard deviation of the attribute difference in the data; estimate x diff_sd is the
+    effect of a typical difference (comparable across attributes on different scales)."""
+
+
+@dataclass
+class BiasProfile:
+    """What predicted one rater's (or the pool's) choices."""
+
+    rater_id: str | None
+    """None for the whole pool."""
+    n_judgments: int
+    """Judgments used in the fit (ties excluded)."""
+    n_ties: int
+    position_known: bool
+    """Whether the source recorded which response was shown first (then ``position`` is fitted)."""
+    converged: bool
+    """False when the fit did not settle (e.g. an attribute separates the choices perfectly)."""
+    std_errors: str = ""
+    """How standard errors were computed: from the model, or cluster-robust by item."""
+    coefficients: dict[str, Coefficient] = field(default_factory=dict)
+    longer_chosen: dict[str, float] = field(default_factory=dict)
+    """Share of judgments (different word counts, ties excluded) where the longer response was
+    chosen, with its Wilson 95 % interval: comparable to "humans prefer the longer answer 64 %"."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    clusters: np.ndarray | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Maximum-likelihood logistic regression by Newton's method.
+
+    ``x`` is (n, k) including any intercept column, ``y`` is (n,) of 0/1. Returns the estimates,
+    their standard errors and whether the fit converged. Standard errors are the square roots of
+    the diagonal of the inverse Hessian; with ``clusters`` (n,) they are cluster-robust
+    (sandwich, with the G/(G-1) correction), for judgments that share an item and so are not
+    independent. Non-convergence (separation) leaves estimates and errors as NaN.
+    """
+    n, k = x.shape
+    beta = np.zeros(k)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(x @ beta)))  # (n,)
+        grad = x.T @ (y - p)  # (k,)
+        hess = (x * (p * (1 - p))[:, None]).T @ x  # (k, k): the observed = expected information
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            break
+        beta = beta + step
+        # Separation drives coefficients to infinity; stop before exp() overflows.
+        if not np.all(np.isfinite(beta)) or np.abs(beta).max() > 50:
+            break
+        if np.abs(step).max() < tol:
+            p = 1.0 / (1.0 + np.exp(-(x @ beta)))
+            hess = (x * (p * (1 - p))[:, None]).T @ x
+            cov = np.linalg.pinv(hess)
+            if clusters is not None:
+                cov = _cluster_robust(cov, x * (y - p)[:, None], clusters)
+            return beta, np.sqrt(np.clip(np.diag(cov), 0, None)), True
+    return np.full(k, np.nan), np.full(k, np.nan), False
+
+
+def _cluster_robust(cov: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Sandwich covariance: bread = inverse Hessian, meat = sum of per-cluster score outer
+    products. ``scores`` is (n, k), each row x_i (y_i - p_i)."""
+    _, index = np.unique(clusters, return_inverse=True)
+    g = index.max() + 1
+    per_cluster = np.zeros((g, scores.shape[1]))  # (clusters, k)
+    np.add.at(per_cluster, index, scores)
+    meat = per_cluster.T @ per_cluster
+    return cov @ meat @ cov * (g / (g - 1) if g > 1 else 1.0)
+
+
+def fit_bias(
+    first: Sequence[str],
+    second: Sequence[str],
+    first_chosen: Sequence[bool],
+    attributes: Mapping[str, TextAttribute] | None = None,
+    scorers: Mapping[str, BatchScorer] | None = None,
+    *,
+    position_known: bool = True,
+    rater_id: str | None = None,
+    n_ties: int = 0,
+    clusters: Sequence[Any] | None = None,
+) -> BiasProfile:
+    """Fit a bias profile on parallel lists (the core that pairs, the store and pools feed).
+
+    ``clusters`` (e.g. item ids) makes the standard errors cluster-robust; pass it whenever
+    several judgments are of the same pair.
+
+    Example::
+
+        >>> fit_bias(["a b c", "x"], ["a", "y z w"], [True, False]).n_judgments
+        2
+    """
+    if not (len(first) == len(second) == len(first_chosen)):
+        raise InputError("bias: first, second and first_chosen must have the same length")
+    y = np.asarray(first_chosen, dtype=float)  # (n,)
+    names, columns = _attribute_differences(list(first), list(second), attributes, scorers)
+    if position_known:
+        names, columns = ["position", *names], [np.ones(len(y)), *columns]
+    profile = BiasProfile(
+        rater_id=rater_id,
+        n_judgments=len(y),
+        n_ties=n_ties,
+        position_known=position_known,
+        converged=False,
+        std_errors="cluster-robust by item" if clusters is not None else "model (inverse Hessian)",
+        longer_chosen=_longer_chosen(first, second, y),
+    )
+    # A constant difference (e.g. every response equally long) cannot be estimated: leave it out.
+    keep = [
+        i
+        for i, (n, c) in enumerate(zip(names, columns, strict=True))
+        if n == "position" or np.ptp(c) > 0
+    ]
+    if len(y) <= len(keep) or len(keep) == 0:
+        return profile
+    x = np.column_stack([columns[i] for i in keep])  # (n, k)
+    groups = np.asarray([str(c) for c in clusters]) if clusters is not None else None
+    beta, se, profile.converged = fit_logistic(x, y, groups)
+    for j, i in enumerate(keep):
+        z = beta[j] / se[j] if se[j] > 0 else math.nan
+        profile.coefficients[names[i]] = Coefficient(
+            estimate=float(beta[j]),
+            std_error=float(se[j]),
+            ci_low=float(beta[j] - Z95 * se[j]),
+            ci_high=float(beta[j] + Z95 * se[j]),
+            p_value=float(2 * stats.norm.sf(abs(z))) if not math.isnan(z) else math.nan,
+            diff_sd=0.0 if names[i] == "position" else float(np.std(columns[i])),
+        )
+    return profile
+
+
+def _attribute_differences(
+    first: list[str],
+    second: list[str],
+    attributes: Mapping[str, TextAttribute] | None,
+    scorers: Mapping[str, BatchScorer] | None,
+) -> tuple[list[str], list[np.ndarray]]:
+    attributes = DEFAULT_ATTRIBUTES if attributes is None else attributes
+    # Score each distinct text once: the same response often appears in many judgments.
+    texts = list(dict.fromkeys(first + second))
+    where = {t: i for i, t in enumerate(texts)}
+    a, b = [where[t] for t in first], [where[t] for t in second]
+    names, columns = [], []
+    for name, fn in attributes.items():
+        values = np.array([float(fn(t)) for t in texts])
+        names.append(name)
+        columns.append(values[a] - values[b])
+    for name, batch in (scorers or {}).items():
+        values = np.asarray(batch(texts), dtype=float)
+        names.append(name)
+        columns.append(values[a] - values[b])
+    for name, col in zip(names, columns, strict=True):
+        if not np.all(np.isfinite(col)):
+            raise InputError(f"bias: attribute {name!r} gave a non-finite score")
+    return names, columns
+
+
+def _longer_chosen(first: Sequence[str], second: Sequence[str], y: np.ndarray) -> dict[str, float]:
+    w1 = np.array([len(t.split()) for t in first])
+    w2 = np.array([len(t.split()) for t in second])
+    differ = w1 != w2
+    n = int(differ.sum())
+    if n == 0:
+        return {"share": math.nan, "n": 0, "ci_low": math.nan, "ci_high": math.nan}
+    k = int(((w1 > w2) == (y == 1))[differ].sum())
+    p, z = k / n, Z95
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"share": p, "n": n, "ci_low": centre - half, "ci_high": centre + half}
+
+
+def first_shown(pair: PreferencePair) -> str | None:
+    """``"chosen"`` or ``"rejected"``: which response the rater saw first, when recorded.
+
+    Read from ``pair.meta["shown_first"]`` (values ``"chosen"``/``"rejected"``), the convention
+    for readers and store exports that know the presentation order.
+    """
+    value = pair.meta.get("shown_first") if pair.meta else None
+    return value if value in ("chosen", "rejected") else None
+
+
+def _pair_arrays(
+    pairs: Sequence[PreferencePair], seed: int
+) -> tuple[list[str], list[str], np.ndarray, bool, int]:
+    decided = [p for p in pairs if not p.tie]
+    shown = [first_shown(p) for p in decided]
+    # Position is only meaningful when every judgment recorded it; otherwise randomise the order.
+    known = bool(decided) and all(s is not None for s in shown)
+    if not known:
+        flips = np.random.default_rng(seed).random(len(decided)) < 0.5
+        shown = ["rejected" if f else "chosen" for f in flips]
+    first = [p.chosen if s == "chosen" else p.rejected for p, s in zip(decided, shown, strict=True)]
+    second = [
+        p.rejected if s == "chosen" else p.chosen for p, s in zip(decided, shown, strict=True)
+    ]
+    y = np.array([s == "chosen" for s in shown], dtype=bool)
+    return first, second, y, known, len(pairs) - len(decided)
+
+
+def bias_profile(
+    pairs: Sequence[PreferencePair],
+    attributes: Mapping[str, TextAttribute] | None = None,
+    scorers: Mapping[str, BatchScorer] | None = None,
+    *,
+    rater_id: str | None = None,
+    seed: int = 0,
+) -> BiasProfile:
+    """The bias profile of a list of judgments (one rater's, or a whole pool's).
+
+    Example::
+
+        >>> from rlhfkit.data.records import PreferencePair
+        >>> pairs = [PreferencePair([], "a long detailed answer", "short") for _ in range(3)]
+        >>> bias_profile(pairs).longer_chosen["share"]
+        1.0
+    """
+    first, second, y, known, ties = _pair_arrays(pairs, seed)
+    items = [p.item_id for p in pairs if not p.tie]
+    # Judgments of the same item by several raters are correlated: cluster the errors by item.
+    repeated = all(i is not None for i in items) and len(set(items)) < len(items)
+    return fit_bias(
+        first,
+        second,
+        y,
+        attributes,
+        scorers,
+        position_known=known,
+        rater_id=rater_id,
+        n_ties=ties,
+        clusters=items if repeated else None,
+    )
+
+
+def bias_profiles(
+    pairs: Sequence[PreferencePair],
+    attributes: Mapping[str, TextAttribute] | None = None,
+    scorers: Mapping[str, BatchScorer] | None = None,
+    *,
+    min_judgments: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The pool's profile and one per rater with at least ``min_judgments`` decided judgments.
+
+    Returns ``{"pool": BiasProfile, "raters": {rater_id: BiasProfile}, "skipped_raters": n}``.
+    """
+    by_rater: dict[str, list[PreferencePair]] = {}
+    for p in pairs:
+        if p.rater_id is not None:
+            by_rater.setdefault(str(p.rater_id), []).append(p)
+    raters, skipped = {}, 0
+    for rater, own in sorted(by_rater.items()):
+        if sum(not p.tie for p in own) < min_judgments:
+            skipped += 1
+            continue
+        raters[rater] = bias_profile(own, attributes, scorers, rater_id=rater, seed=seed)
+    return {
+        "pool": bias_profile(pairs, attributes, scorers, seed=seed),
+        "raters": raters,
+        "skipped_raters": skipped,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --- files ---------------------------------------------------------------------------------------
+# A small reader for the two files the audit is checked on; rlhfkit.data's readers replace it.
+
+PAIR_FORMATS = ("pandalm", "hh")
+
+
+def load_pairs(path: str | Path, format: str | None = None) -> list[PreferencePair]:
+    """Judged pairs from a file: PandaLM (each annotator's vote; response1 shown first) or
+    Anthropic HH (``chosen``/``rejected`` dialogues, JSON lines, optionally gzipped;
+    presentation order not recorded).
+
+    Example::
+
+        >>> len(load_pairs("harmless-base-dev.jsonl.gz", "hh"))  # doctest: +SKIP
+        1800
+    """
+    path = Path(path)
+    text = _read_text(path)
+    head = text[:4096]
+    fmt = format or ("pandalm" if '"annotator1"' in head else "hh" if '"chosen"' in head else None)
+    if fmt == "pandalm":
+        return _pandalm_pairs(path, text)
+    if fmt == "hh":
+        return _hh_pairs(path, text)
+    raise InputError(
+        f"{path}: cannot read judged pairs (format {fmt!r}); expected one of"
+        f" {', '.join(PAIR_FORMATS)}: PandaLM JSON with annotator1..3 or HH JSON lines with"
+        " chosen/rejected"
+    )
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: corrupt gzip data ({exc})") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 text") from None
+
+
+def _text(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    # PandaLM has a few responses stored as JSON true (the model answered "True"): keep them.
+    if isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field {key} is {type(value).__name__}; expected a string")
+    return value
+
+
+def _pandalm_pairs(path: Path, text: str) -> list[PreferencePair]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of PandaLM items")
+    pairs = []
+    for n, item in enumerate(data):
+        where = f"{path}: item {n}"
+        if not isinstance(item, dict):
+            raise InputError(
+                f"{where}: expected an object with response1, response2, annotator1..3"
+            )
+        first, second = _text(item, "response1", where), _text(item, "response2", where)
+        prompt = "\n\n".join(str(item.get(k) or "").strip() for k in ("instruction", "input"))
+        for rater in ("annotator1", "annotator2", "annotator3"):
+            vote = item.get(rater)
+            if vote not in (0, 1, 2) or isinstance(vote, bool):
+                raise InputError(
+                    f"{where}: field {rater} is {vote!r}; expected 0 (tie), 1 or 2 (better response)"
+                )
+            chosen, rejected = (second, first) if vote == 2 else (first, second)
+            pairs.append(
+                PreferencePair(
+                    prompt=[{"role": "user", "content": prompt.strip()}],
+                    chosen=chosen,
+                    rejected=rejected,
+                    rater_id=rater,
+                    tie=vote == 0,
+                    item_id=str(item.get("idx", n)),
+                    source=where,
+                    meta={"shown_first": "rejected" if vote == 2 else "chosen"},
+                )
+            )
+    return pairs
+
+
+def _hh_pairs(path: Path, text: str) -> list[PreferencePair]:
+    marker = "\n\nAssistant:"
+    pairs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected an object with chosen and rejected")
+        chosen, rejected = _text(obj, "chosen", where), _text(obj, "rejected", where)
+        if marker not in chosen or marker not in rejected:
+            raise InputError(f"{where}: expected dialogues ending in an 'Assistant:' turn")
+        # The two dialogues share everything up to the last Assistant turn.
+        pairs.append(
+            PreferencePair(
+                prompt=[],
+                chosen=chosen.rsplit(marker, 1)[1].strip(),
+                rejected=rejected.rsplit(marker, 1)[1].strip(),
+                source=where,
+            )
+        )
+    if not pairs:
+        raise InputError(f"{path}: no judged pairs found; expected JSON lines with chosen/rejected")
+    return pairs
