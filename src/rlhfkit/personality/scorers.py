@@ -659,6 +659,10 @@ class RewardHeadScorer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        tok = self.tokenizer
+        self._empty_id = next(
+            t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None
+        )
         self.model.eval()
         self._torch = torch
 
@@ -685,13 +689,15 @@ class RewardHeadScorer:
         torch = self._torch
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(
+                encoded = self.tokenizer(
                     list(texts[start : start + self.batch_size]),
-                    padding=True,
                     truncation=True,
                     max_length=self.max_length,
-                    return_tensors="pt",
                 )
+                # A text that tokenizes to nothing (an empty reply, with a tokenizer that adds
+                # no BOS) is scored as one special token, so the model always sees a sequence.
+                ids = [row or [self._empty_id] for row in encoded["input_ids"]]
+                batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
                 logits = self.model(**batch).logits  # (batch, num_labels)
                 out.extend(logits[:, self.index].float().tolist())
         return out
