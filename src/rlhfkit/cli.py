@@ -123,12 +123,105 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--kind", default=None, help="preferences or examples (default: the format's)")
 
 
+# --- audit --------------------------------------------------------------------------------------
+
+
+def _add_audit_commands(sub) -> None:
+    def agreement(args):
+        from rlhfkit.raters.quality import audit_agreement, format_agreement
+
+        report = audit_agreement(
+            args.path,
+            args.format,
+            margin=args.margin,
+            min_overlap=args.min_overlap,
+            per_item=args.per_item,
+        )
+        _print_json(report) if args.json else print(format_agreement(report))
+
+    def bias(args):
+        from rlhfkit.raters.bias import audit_bias, format_bias
+
+        report = audit_bias(
+            args.path, args.format, args.scorer, min_judgments=args.min_judgments, seed=args.seed
+        )
+        _print_json(report) if args.json else print(format_bias(report))
+
+    group = sub.add_parser(
+        "audit",
+        help="Measure the raters: agreement, trust, and what their choices reward.",
+        description="Measure the raters: agreement, trust, and what their choices reward.",
+    )
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    audit_sub = group.add_subparsers(dest="audit_command", metavar="COMMAND")
+    p = _command(
+        audit_sub,
+        "agreement",
+        "Agreement between raters (percent, Cohen's, Fleiss' kappa, Krippendorff's alpha), per"
+        " item/rater/label, gold accuracy, Dawid-Skene trust, and raters flagged far below the pool.",
+        agreement,
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="multi-rater labels: PandaLM, XSTest completions"
+        " or a CSV/JSONL table with item_id, rater_id, label (and optional gold)",
+    )
+    p.add_argument(
+        "--format", default=None, help="pandalm, xstest or annotations (default: detected)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--per-item", action="store_true", help="include the per-item table in --json")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.15,
+        help="flag a rater whose agreement (95%% upper bound) is this far below the"
+        " median of the others",
+    )
+    p.add_argument(
+        "--min-overlap",
+        type=int,
+        default=10,
+        help="report Cohen's kappa for rater pairs sharing at least this many items",
+    )
+    p = _command(
+        audit_sub,
+        "bias",
+        "Bias profile: logistic regression of the choice on attribute differences (length as log"
+        " word ratio, optional scorers) with a position intercept and confidence intervals, pool and per rater.",
+        bias,
+    )
+    p.add_argument("path", metavar="PATH", help="judged pairs: PandaLM JSON or HH JSON lines")
+    p.add_argument("--format", default=None, help="pandalm or hh (default: detected)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=[],
+        help="add a personality attribute (refusal, hedging, politeness, ...); repeatable",
+    )
+    p.add_argument(
+        "--min-judgments",
+        type=int,
+        default=30,
+        help="profile raters with at least this many decided judgments",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random order used when the file does not record position",
+    )
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
     _add_model_commands,
     _add_personality_commands,
     _add_data_commands,
+    _add_audit_commands,
 ]
 
 

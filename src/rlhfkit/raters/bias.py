@@ -483,3 +483,60 @@ def _hh_pairs(path: Path, text: str) -> list[PreferencePair]:
     if not pairs:
         raise InputError(f"{path}: no judged pairs found; expected JSON lines with chosen/rejected")
     return pairs
+
+
+def audit_bias(
+    path: str | Path,
+    format: str | None = None,
+    scorers: Sequence[str] = (),
+    *,
+    min_judgments: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``rlhfkit audit bias``: pool and per-rater bias profiles of a file, JSON-ready.
+
+    Example::
+
+        >>> audit_bias("harmless-base-dev.jsonl.gz")["pool"]["coefficients"]["length"]  # doctest: +SKIP
+        {'estimate': -0.36, ...}
+    """
+    pairs = load_pairs(path, format)
+    out = bias_profiles(
+        pairs, scorers=personality_scorers(scorers), min_judgments=min_judgments, seed=seed
+    )
+    return {
+        "source": str(path),
+        "n_pairs": len(pairs),
+        "pool": out["pool"].to_dict(),
+        "raters": {k: v.to_dict() for k, v in out["raters"].items()},
+        "skipped_raters": out["skipped_raters"],
+    }
+
+
+def format_bias(report: dict[str, Any]) -> str:
+    """A short human-readable table of :func:`audit_bias`'s output."""
+    lines = [f"source  {report['source']}  ({report['n_pairs']} judgments)"]
+    profiles = {"(pool)": report["pool"], **report["raters"]}
+    for who, prof in profiles.items():
+        share = prof["longer_chosen"]
+        lines.append(
+            f"{who}: {prof['n_judgments']} decided, {prof['n_ties']} ties,"
+            f" position {'recorded' if prof['position_known'] else 'not recorded'},"
+            f" SE {prof['std_errors']}{'' if prof['converged'] else ', DID NOT CONVERGE'}"
+        )
+        if share["n"]:
+            lines.append(
+                f"  longer response chosen {share['share']:.3f}"
+                f" [{share['ci_low']:.3f}, {share['ci_high']:.3f}] of {share['n']}"
+            )
+        for name, c in prof["coefficients"].items():
+            if c["estimate"] is None:
+                lines.append(f"  {name:12s} not estimable")
+                continue
+            lines.append(
+                f"  {name:12s} {c['estimate']:+.3f}  95% CI [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+                f"  p={c['p_value']:.2g}"
+            )
+    if report["skipped_raters"]:
+        lines.append(f"({report['skipped_raters']} raters with too few judgments not profiled)")
+    return "\n".join(lines)
