@@ -49,6 +49,7 @@ CENTRE = 0.5
 """Subtracted from every score before weighting (see the module docstring)."""
 
 _HEAD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_EXPONENT = re.compile(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+")
 _FIELDS = ("name", "description", "weights", "kl_budget")
 
 
@@ -203,6 +204,10 @@ def _check_term(key: Any, loc: str) -> str:
 
 
 def _check_weight(value: Any, where: str) -> float:
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        # PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string: accept it as the number
+        # the writer meant.
+        value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"{where}: weight must be a number, got {value!r}")
     if not math.isfinite(value) or abs(value) > MAX_ABS_WEIGHT:
