@@ -1,0 +1,220 @@
+"""What every trainer shares: the common flags, batch-size arithmetic, Accelerate, LoRA,
+optimizer and schedule, and the length-grouped global-batch sampler.
+
+Batch sizes are derived in one place (:func:`derive_batches`): ``--batch-size`` is the global
+batch of one optimizer step, split exactly over processes and accumulation steps. Because every
+process can see the whole global batch, losses are normalised by the global token (or pair)
+count, so one process and two processes give the same gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhfkit.train.common import exact_div
+
+
+@dataclass
+class TrainConfig:
+    """Flags shared by every trainer."""
+
+    out: Path = Path("runs/run")
+    """Run directory to write (config, metrics, TensorBoard, model, provenance, checkpoints)."""
+    max_length: int = 512
+    """Longest sequence in tokens; prompts are cut from the left so the response is kept."""
+    batch_size: int = 8
+    """Global batch of one optimizer step (all processes and accumulation steps together)."""
+    grad_accum: int = 1
+    """Accumulation steps per optimizer step (per process micro-batch = batch/(procs*accum))."""
+    lr: float = 1e-5
+    """Peak learning rate (linear warm-up, then cosine decay to 10 %)."""
+    warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    epochs: float = 1.0
+    """Passes over the data (fractions allowed)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0 = from epochs)."""
+    seed: int = 0
+    """Seed for data order, initialisation and sampling."""
+    lora: bool = False
+    """Train LoRA adapters instead of all weights (the saved model is a PEFT directory)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint."""
+    save_every: int = 50
+    """Checkpoint every N optimizer steps (0 = only at the end)."""
+    log_every: int = 1
+    """Print a progress line every N steps."""
+    mixed_precision: str = "no"
+    """Accelerate mixed precision: no, bf16 or fp16 (bf16 on GPUs)."""
+
+
+@dataclass
+class Batches:
+    """Derived batch arithmetic (computed once, right after parsing)."""
+
+    global_batch: int
+    per_process: int
+    micro: int
+    grad_accum: int
+    world_size: int
+
+
+def derive_batches(batch_size: int, grad_accum: int, world_size: int) -> Batches:
+    per_process = exact_div(batch_size, world_size, "--batch-size over processes")
+    micro = exact_div(per_process, grad_accum, "per-process batch over --grad-accum")
+    return Batches(batch_size, per_process, micro, grad_accum, world_size)
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    # We feed batches ourselves (see GlobalBatchSampler); Accelerate places tensors, wraps DDP
+    # and handles mixed precision and checkpoint state.
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(split_batches=False),
+    )
+
+
+def total_steps(n_items: int, cfg: TrainConfig) -> int:
+    steps = math.floor(n_items * cfg.epochs / cfg.batch_size)
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps) if steps else cfg.max_steps
+    return max(steps, 1)
+
+
+class GlobalBatchSampler:
+    """Deterministic global batches: a fresh permutation per epoch (seeded), batches drawn in
+    order, so the data position is just the step number and resume needs nothing else.
+
+    Within a global batch, items are sorted by length before being cut into micro-batches
+    (length grouping: far less padding than random micro-batches, same global batch).
+    """
+
+    def __init__(self, lengths: list[int], batches: Batches, seed: int):
+        if len(lengths) < batches.global_batch:
+            from rlhfkit.errors import InputError
+
+            raise InputError(
+                f"--batch-size {batches.global_batch} is larger than the data ({len(lengths)} items)"
+            )
+        self.lengths = lengths
+        self.b = batches
+        self.seed = seed
+        self.per_epoch = len(lengths) // batches.global_batch
+
+    def global_batch(self, step: int) -> list[int]:
+        epoch, index = divmod(step, self.per_epoch)
+        order = list(range(len(self.lengths)))
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        return order[index * self.b.global_batch : (index + 1) * self.b.global_batch]
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        """The micro-batches this process runs at ``step`` (``grad_accum`` of them)."""
+        items = sorted(self.global_batch(step), key=lambda i: (self.lengths[i], i))
+        n_micro = self.b.world_size * self.b.grad_accum
+        chunks = [items[j * self.b.micro : (j + 1) * self.b.micro] for j in range(n_micro)]
+        return [chunks[j] for j in range(rank, n_micro, self.b.world_size)]
+
+
+def apply_lora(model, cfg: TrainConfig, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type=task_type,
+    )
+    return get_peft_model(model, lora)
+
+
+def make_optimizer(model, cfg: TrainConfig, steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+
+    def schedule(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Checklist point 4: dropout off everywhere, in train mode too."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for cfg in [getattr(model, "config", None)]:
+        if cfg is None:
+            continue
+        for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, 0.0)
+
+
+class SelectiveLM(torch.nn.Module):
+    """A causal LM whose forward returns logits only at selected positions.
+
+    ``forward(input_ids, attention_mask, select)`` with ``select`` a bool ``(batch, seq)`` mask
+    returns ``(n_selected, vocab)``. The decoder runs once; the vocabulary projection runs only
+    where needed (prompt positions cost nothing on a 49k vocabulary). Being a module, it is what
+    Accelerate wraps for DDP, so gradients synchronise through a normal forward call.
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, select):
+        from rlhfkit.train.common import position_ids_from_attention_mask
+
+        hidden = self.lm.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_attention_mask(attention_mask),
+        ).last_hidden_state  # (batch, seq, hidden)
+        return self.lm.get_output_embeddings()(hidden[select])  # (n_selected, vocab)
+
+
+def unwrap(accelerator, model):
+    return accelerator.unwrap_model(model)
+
+
+def read_prompts(path: str, fmt: str | None = None) -> list[list[dict]]:
+    """Unique prompts (conversations) from any supported file, in first-seen order."""
+    from pathlib import Path
+
+    from rlhfkit.data import read_examples, read_preferences
+    from rlhfkit.data.formats import PREFERENCES, default_kind, detect_format
+    from rlhfkit.errors import InputError
+
+    fmt = fmt or detect_format(Path(path))
+    kind = default_kind(Path(path), fmt)
+    records = read_preferences(path, fmt) if kind == PREFERENCES else read_examples(path, fmt)
+    seen, prompts = set(), []
+    for r in records:
+        key = repr(r.prompt)
+        if key not in seen:
+            seen.add(key)
+            prompts.append(r.prompt)
+    if not prompts:
+        raise InputError(f"{path}: no prompts found")
+    return prompts

@@ -1,0 +1,459 @@
+"""PPO against a reward model with a per-token KL penalty to the reference policy.
+
+Every point of docs/ppo-checklist.md, read top to bottom. One iteration:
+
+1. generate: sample responses at temperature T (left-padded prompts, KV cache), cut after EOS
+2. score: reward model on the final real token; responses without EOS get a fixed penalty score
+3. log-probs of policy and reference (logits divided by T), values from the value model
+4. rewards: -kl_coef * (logp - ref_logp) on every response token, the score on the last one
+5. advantages: GAE (gamma 1, lambda 0.95), whitened over valid tokens
+6. update: several epochs over minibatches; clipped policy and value losses
+
+Example::
+
+    from rlhfkit.train.ppo import Config, train
+    train(Config(policy="runs/sft/model", reward="runs/rm/model", prompts="prompts.jsonl"))
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhfkit.errors import InputError
+from rlhfkit.models import Policy, generate, load_policy
+from rlhfkit.models.heads import RewardModel, ValueModel, load_reward_model, normalize
+from rlhfkit.train.base import (
+    SelectiveLM,
+    TrainConfig,
+    apply_lora,
+    derive_batches,
+    disable_dropout,
+    make_accelerator,
+    make_optimizer,
+    read_prompts,
+)
+from rlhfkit.train.common import (
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    exact_div,
+    gae,
+    masked_mean,
+    masked_whiten,
+    per_token_kl_rewards,
+    seed_everything,
+)
+from rlhfkit.train.losses import ppo_policy_loss, ppo_value_loss
+from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class Config(TrainConfig):
+    """PPO with a KL penalty (InstructGPT-style RLHF)."""
+
+    policy: str = "default"
+    """Policy to optimise (usually the SFT model); also the reference."""
+    reward: str = ""
+    """Reward model directory (written by `rlhfkit reward train`); initialises the value model."""
+    prompts: str = ""
+    """Prompts: any supported file (its prompts are used; responses ignored)."""
+    format: str | None = None
+    """Prompts file format (auto-detected when omitted)."""
+    out: Path = Path("runs/ppo")
+    """Run directory to write."""
+    lr: float = 1e-6
+    """Peak learning rate (policy and value model)."""
+    max_steps: int = 20
+    """PPO iterations (each: --batch-size rollouts, then the updates)."""
+    batch_size: int = 8
+    """Rollouts per iteration (global)."""
+    num_minibatches: int = 1
+    """Minibatches per PPO epoch (batch/num_minibatches per update)."""
+    ppo_epochs: int = 2
+    """Passes over each rollout batch."""
+    max_prompt_length: int = 256
+    """Prompts are cut from the left to this many tokens."""
+    max_new_tokens: int = 48
+    """Longest response in tokens."""
+    temperature: float = 0.7
+    """Sampling temperature (log-probs are always recomputed at this temperature)."""
+    kl_coef: float = 0.05
+    """KL penalty coefficient beta (initial value when adaptive)."""
+    adaptive_kl: bool = False
+    """Adapt beta towards --target-kl (Ziegler et al.)."""
+    target_kl: float = 6.0
+    """Target KL (nats per sequence) for the adaptive controller."""
+    kl_horizon: int = 10000
+    """Horizon of the adaptive controller, in samples."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    cliprange: float = 0.2
+    """Policy ratio clip."""
+    cliprange_value: float = 0.2
+    """Value clip."""
+    vf_coef: float = 0.1
+    """Value loss coefficient."""
+    missing_eos_penalty: float = -1.0
+    """Score given to responses that never emit EOS (normalised reward units)."""
+    reward_clip: float = 10.0
+    """Clip normalised scores to +/- this (0 disables)."""
+    normalize_samples: int = 32
+    """Normalise the reward so the starting policy's responses score mean 0, std 1, using this
+    many samples (0 keeps the reward model's stored normalisation)."""
+    eval_prompts: str | None = None
+    """Held-out prompts: mean reward (greedy) before and after training."""
+    eval_samples: int = 32
+    """How many held-out prompts to evaluate."""
+    save_every: int = 0
+    """Checkpoint every N iterations (0 = only at the end)."""
+
+
+class PolicyAndValue(torch.nn.Module):
+    """Policy and value model under one module, so one DDP wrapper syncs both."""
+
+    def __init__(self, policy: SelectiveLM, value: ValueModel):
+        super().__init__()
+        self.policy = policy
+        self.value = value
+
+    def forward(self, ids, attn, select, with_values: bool = True):
+        logits = self.policy(ids, attn, select)  # (n_selected, vocab)
+        values = self.value(ids, attn) if with_values else None  # (batch, seq)
+        return logits, values
+
+
+@dataclass
+class Rollout:
+    ids: torch.Tensor  # (b, P+R) prompt (left-padded) + response (right-padded)
+    attn: torch.Tensor  # (b, P+R)
+    prompt_len: int  # P
+    response_mask: torch.Tensor  # (b, R) bool
+    logprobs: torch.Tensor  # (b, R)
+    ref_logprobs: torch.Tensor  # (b, R)
+    values: torch.Tensor  # (b, R)
+    scores: torch.Tensor  # (b,)
+    has_eos: torch.Tensor  # (b,)
+
+
+def response_select(prompt_len: int, response_mask: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits predict response tokens: P-1 .. P+R-2 where the token is valid."""
+    b, r = response_mask.shape
+    select = torch.zeros((b, prompt_len + r), dtype=torch.bool, device=response_mask.device)
+    select[:, prompt_len - 1 : prompt_len + r - 1] = response_mask
+    return select
+
+
+def scatter_response(flat: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(n_valid,) values in row-major order back to (b, R), zero elsewhere."""
+    out = torch.zeros(response_mask.shape, dtype=flat.dtype, device=flat.device)
+    out[response_mask] = flat
+    return out
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) at targets: (n, vocab), (n,) -> (n,)."""
+    logits = logits.float() / temperature
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def train(cfg: Config) -> Path:
+    """Run PPO; returns the run directory (model/ is the trained policy)."""
+    if not cfg.reward:
+        raise InputError("--reward: a reward model directory is required")
+    if not cfg.prompts:
+        raise InputError("--prompts: a prompts file is required")
+    accelerator = make_accelerator(cfg)
+    batches = derive_batches(cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
+    minibatch = exact_div(
+        batches.per_process, cfg.num_minibatches, "rollouts over --num-minibatches"
+    )
+    micro = exact_div(minibatch, cfg.grad_accum, "minibatch over --grad-accum")
+    seed_everything(cfg.seed + accelerator.process_index)
+    run = Run(cfg.out, cfg, is_main=accelerator.is_main_process, resume=cfg.resume)
+    device = accelerator.device
+
+    prompts = read_prompts(cfg.prompts, cfg.format)
+    policy = load_policy(cfg.policy, seed=cfg.seed)
+    tok = policy.tokenizer
+    rm = load_reward_model(cfg.reward)
+    if rm.tokenizer.get_vocab() != tok.get_vocab():
+        raise InputError(f"--reward {cfg.reward}: its tokenizer differs from the policy's")
+    reward_model = RewardModel(rm.model).to(device).eval()
+    for p in reward_model.parameters():
+        p.requires_grad_(False)
+
+    # models: reference = frozen copy (or the policy with adapters disabled under LoRA);
+    # value model initialised from the reward model (checklist point 10)
+    lm = policy.model
+    disable_dropout(lm)
+    ref = None
+    if cfg.lora:
+        lm = apply_lora(lm, cfg)
+    else:
+        ref = copy.deepcopy(lm).eval().to(device)
+        for p in ref.parameters():
+            p.requires_grad_(False)
+    value_body = copy.deepcopy(rm.model)
+    disable_dropout(value_body)
+    model = PolicyAndValue(SelectiveLM(lm), ValueModel(value_body))
+    model.train()
+    optimizer, scheduler = make_optimizer(model, cfg, cfg.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    kl_ctl = (
+        AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        if cfg.adaptive_kl
+        else FixedKLController(cfg.kl_coef)
+    )
+    inner = accelerator.unwrap_model(model)
+    gen_policy = Policy(inner.policy.lm, tok, cfg.policy)
+    ref_policy_ctx = (lambda: inner.policy.lm.disable_adapter()) if cfg.lora else nullcontext
+    ref_lm = ref if ref is not None else inner.policy.lm
+
+    # reward normalisation on the starting policy's own responses (checklist point 7)
+    start = 0
+    state = load_checkpoint(accelerator, run) if cfg.resume else None
+    if state is not None:
+        start = state["step"]
+        kl_ctl.value = state["kl_coef"]
+        rm.model.config.rlhfkit_reward = state["reward_norm"]
+        run.truncate_metrics(start)
+    elif cfg.normalize_samples:
+        sample = random.Random(cfg.seed).sample(prompts, min(cfg.normalize_samples, len(prompts)))
+        gen = generate(
+            gen_policy,
+            sample,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            max_prompt_tokens=cfg.max_prompt_length,
+            seed=cfg.seed,
+        )
+        raw = _raw_scores(reward_model, gen, device)
+        norm = rm.model.config.rlhfkit_reward
+        norm["offset"] = [raw.mean().item()]
+        norm["scale"] = [max(raw.std().item(), 1e-6) if raw.numel() > 1 else 1.0]
+    run.write_provenance(
+        kind="ppo",
+        inputs={
+            "policy": describe_input(cfg.policy),
+            "reward": describe_input(cfg.reward),
+            "prompts": describe_input(cfg.prompts),
+        },
+        extra={"prompts": len(prompts), "reward_normalization": rm.model.config.rlhfkit_reward},
+    )
+    evaluation = {}
+    if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
+        evaluation["before"] = evaluate_policy(
+            gen_policy, reward_model, rm.model.config, cfg, device
+        )
+
+    rng = random.Random(cfg.seed * 7919 + accelerator.process_index)
+    for step in range(start, cfg.max_steps):
+        # 1. generate (each process its own share of the global batch)
+        order = random.Random(cfg.seed * 104_729 + step).sample(
+            range(len(prompts)), min(len(prompts), batches.global_batch)
+        )
+        mine = [prompts[i] for i in order[accelerator.process_index :: accelerator.num_processes]][
+            : batches.per_process
+        ]
+        gen = generate(
+            gen_policy,
+            mine,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            max_prompt_tokens=cfg.max_prompt_length,
+            seed=cfg.seed * 1_000_003 + step * 101 + accelerator.process_index,
+        )
+        ro = make_rollout(
+            gen,
+            model,
+            ref_lm,
+            ref_policy_ctx,
+            reward_model,
+            rm.model.config,
+            cfg,
+            kl_ctl,
+            device,
+            micro,
+        )
+
+        # 4. rewards with the KL penalty, 5. advantages
+        rewards, kl = per_token_kl_rewards(
+            ro.scores, ro.logprobs, ro.ref_logprobs, ro.response_mask, kl_ctl.value
+        )
+        advantages, returns = gae(rewards, ro.values, ro.response_mask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, ro.response_mask)
+
+        # 6. update: epoch 0 in rollout order (so the first ratio is exactly 1), then shuffled
+        stats: dict[str, list[float]] = {}
+        n = ro.ids.shape[0]
+        for epoch in range(cfg.ppo_epochs):
+            idx = list(range(n)) if epoch == 0 else rng.sample(range(n), n)
+            for mb_start in range(0, n, minibatch):
+                mb = idx[mb_start : mb_start + minibatch]
+                for k in range(0, minibatch, micro):
+                    rows = torch.tensor(mb[k : k + micro], device=device)
+                    last_micro = k + micro >= minibatch
+                    with accelerator.no_sync(model) if not last_micro else nullcontext():
+                        out = ppo_micro_step(model, ro, rows, advantages, returns, cfg)
+                        accelerator.backward(out.pop("loss") * micro / minibatch)
+                    for key, v in out.items():
+                        stats.setdefault(key, []).append(float(v))
+                    if epoch == 0 and mb_start == 0 and k == 0:
+                        stats["policy/ratio_first"] = [out["policy/ratio_mean"]]
+                if cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        mean_kl = masked_mean(kl.sum(-1), torch.ones_like(ro.scores)).item()
+        kl_ctl.update(mean_kl, batches.global_batch)
+        lengths = ro.response_mask.sum(-1).float()
+        metrics = {
+            "objective/scores": ro.scores.mean().item(),
+            "objective/kl": mean_kl,
+            "objective/rlhf_reward": (ro.scores - kl.sum(-1)).mean().item(),
+            "objective/kl_coef": kl_ctl.value,
+            "response/length": lengths.mean().item(),
+            "response/eos_share": ro.has_eos.float().mean().item(),
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+        }
+        metrics = {
+            k: accelerator.reduce(torch.tensor(v, device=device), reduction="mean").item()
+            for k, v in metrics.items()
+        }
+        run.log(step + 1, metrics)
+        run.progress(
+            step + 1,
+            cfg.max_steps,
+            metrics,
+            keys=("objective/scores", "objective/kl", "policy/approxkl"),
+        )
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
+            save_checkpoint(
+                accelerator,
+                run,
+                step + 1,
+                {"kl_coef": kl_ctl.value, "reward_norm": rm.model.config.rlhfkit_reward},
+            )
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if cfg.eval_prompts:
+            evaluation["after"] = evaluate_policy(
+                gen_policy, reward_model, rm.model.config, cfg, device
+            )
+            (run.dir / "eval.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+        lm = inner.policy.lm
+        run.save_model(lm.merge_and_unload() if cfg.lora else lm, tok)
+    run.close()
+    return run.dir
+
+
+@torch.no_grad()
+def _raw_scores(reward_model, gen, device) -> torch.Tensor:
+    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)
+    attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
+    return reward_model(ids, attn)[:, 0]  # (b,)
+
+
+@torch.no_grad()
+def make_rollout(
+    gen, model, ref_lm, ref_ctx, reward_model, rm_config, cfg: Config, kl_ctl, device, micro: int
+) -> Rollout:
+    """2. score and 3. log-probs/values for a generated batch, in micro-batch chunks identical
+    to the first update epoch's (so the recomputed log-probs match bit for bit)."""
+    inner = model.module if hasattr(model, "module") else model
+    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)  # (b, P+R)
+    response_mask = gen.response_mask.bool().to(device)  # (b, R)
+    attn = torch.cat([gen.prompt_mask.to(device), response_mask.long()], dim=1)  # (b, P+R)
+    P = gen.prompt_ids.shape[1]
+    b, R = response_mask.shape
+    logprobs = torch.zeros((b, R), device=device)
+    ref_logprobs = torch.zeros((b, R), device=device)
+    values = torch.zeros((b, R), device=device)
+    for start in range(0, b, micro):
+        sl = slice(start, start + micro)
+        select = response_select(P, response_mask[sl])
+        targets = gen.response_ids.to(device)[sl][response_mask[sl]]
+        logits, v = inner(ids[sl], attn[sl], select)
+        logprobs[sl] = scatter_response(
+            token_logprobs(logits, targets, cfg.temperature), response_mask[sl]
+        )
+        values[sl] = v[:, P - 1 : P + R - 1] * response_mask[sl]
+        with ref_ctx():
+            ref_logits = SelectiveLM(ref_lm)(ids[sl], attn[sl], select)
+        ref_logprobs[sl] = scatter_response(
+            token_logprobs(ref_logits, targets, cfg.temperature), response_mask[sl]
+        )
+    raw = reward_model(ids, attn)[:, 0]
+    scores = normalize(raw.unsqueeze(-1), rm_config)[:, 0]
+    if cfg.reward_clip:
+        scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    has_eos = gen.has_eos.to(device)
+    scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
+    return Rollout(ids, attn, P, response_mask, logprobs, ref_logprobs, values, scores, has_eos)
+
+
+def ppo_micro_step(model, ro: Rollout, rows, advantages, returns, cfg: Config) -> dict:
+    """Loss and statistics of one micro-batch of the rollout (rows index into it)."""
+    mask = ro.response_mask[rows]
+    P, R = ro.prompt_len, mask.shape[1]
+    select = response_select(P, mask)
+    targets = ro.ids[rows][:, P:][mask]
+    logits, v = model(ro.ids[rows], ro.attn[rows], select)
+    new_logprobs = scatter_response(token_logprobs(logits, targets, cfg.temperature), mask)
+    new_values = v[:, P - 1 : P + R - 1]
+    pg_loss, pg = ppo_policy_loss(
+        new_logprobs, ro.logprobs[rows], advantages[rows], mask, cfg.cliprange
+    )
+    vf_loss, vf = ppo_value_loss(
+        new_values, ro.values[rows], returns[rows], mask, cfg.cliprange_value
+    )
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits, cfg.temperature).mean()
+    return {
+        "loss": pg_loss + cfg.vf_coef * vf_loss,
+        "loss/policy": pg_loss.item(),
+        "loss/value": vf_loss.item(),
+        "policy/approxkl": pg["approx_kl"].item(),
+        "policy/clipfrac": pg["clipfrac"].item(),
+        "policy/ratio_mean": pg["ratio_mean"].item(),
+        "policy/entropy": entropy.item(),
+        "val/clipfrac": vf["clipfrac"].item(),
+        "val/error": vf["error"].item(),
+    }
+
+
+@torch.no_grad()
+def evaluate_policy(policy: Policy, reward_model, rm_config, cfg: Config, device) -> dict:
+    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts."""
+    prompts = read_prompts(cfg.eval_prompts)[: cfg.eval_samples]
+    gen = generate(
+        policy,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0.0,
+        max_prompt_tokens=cfg.max_prompt_length,
+    )
+    scores = normalize(_raw_scores(reward_model, gen, device).unsqueeze(-1), rm_config)[:, 0]
+    return {
+        "reward": round(scores.mean().item(), 4),
+        "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
+        "length": round(gen.response_mask.sum(-1).float().mean().item(), 2),
+        "eos_share": round(gen.has_eos.float().mean().item(), 3),
+        "n": len(prompts),
+        "samples": [
+            {"prompt": p[-1]["content"][:200], "reply": t[:300]}
+            for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
+        ],
+    }
