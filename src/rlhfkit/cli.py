@@ -80,6 +80,54 @@ def _add_personality_commands(sub) -> None:
     p.add_argument("--out", default=None, help="write the JSON lines here instead of stdout")
 
 
+# --- training -----------------------------------------------------------------------------------
+
+
+def _trainer(sub, name: str, module: str, help_text: str):
+    """A command whose flags are the fields of ``rlhfkit.train.<module>.Config``."""
+    import importlib
+
+    from rlhfkit.config import add_config_arguments, config_from_args
+
+    mod = importlib.import_module(f"rlhfkit.train.{module}")
+
+    def handler(args):
+        cfg = config_from_args(mod.Config, args)
+        out = mod.train(cfg)
+        _print_json({"run": str(out)})
+
+    parser = _command(sub, name, help_text, handler)
+    add_config_arguments(parser, mod.Config)
+    return parser
+
+
+def _add_train_commands(sub) -> None:
+    _trainer(sub, "sft", "sft", "Supervised fine-tuning on demonstrations.")
+    _trainer(sub, "ppo", "ppo", "PPO against a reward model with a KL penalty.")
+
+    reward = sub.add_parser("reward", help="Train or evaluate a reward model.")
+    reward_sub = reward.add_subparsers(dest="reward_command", metavar="COMMAND")
+    _trainer(reward_sub, "train", "reward", "Train a reward model on preference pairs.")
+
+    def reward_eval(args):
+        from rlhfkit.train.reward import evaluate
+
+        result = evaluate(args.model, args.data, args.format, args.max_length, args.batch_size)
+        if args.json:
+            _print_json(result)
+        else:
+            for key, value in result.items():
+                print(f"{key:12s} {value}")
+
+    p = _command(reward_sub, "eval", "Accuracy, margin and calibration of a reward model.", reward_eval)
+    p.add_argument("--model", required=True, help="reward model directory")
+    p.add_argument("--data", required=True, help="preference pairs (any supported format)")
+    p.add_argument("--format", default=None, help="data format (auto-detected when omitted)")
+    p.add_argument("--max-length", type=int, default=512, help="longest sequence in tokens")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 
@@ -219,6 +267,7 @@ def _add_audit_commands(sub) -> None:
 
 GROUPS = [
     _add_model_commands,
+    _add_train_commands,
     _add_personality_commands,
     _add_data_commands,
     _add_audit_commands,
