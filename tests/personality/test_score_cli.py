@@ -58,6 +58,16 @@ def test_jsonl_in_order_and_to_a_file(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
+def test_gzipped_jsonl(tmp_path, capsys):
+    import gzip
+
+    path = tmp_path / "replies.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps({"t": t}) + "\n" for t in TEXTS).encode()))
+    code, rows, err = _run(capsys, "formatting", "--input", str(path), "--text-field", "t")
+    assert code == 0, err
+    assert rows == [{"formatting": s} for s in score("formatting", TEXTS)]
+
+
 def test_every_attribute_runs(tmp_path, capsys):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"t": TEXTS[1]}) + "\n")
@@ -113,22 +123,28 @@ def _fails(
     ("name", "content", "expected"),
     [
         ("a.jsonl", '{"text": "ok"}\n{"text": "ok"\n', "{path}:2: not valid JSON"),
-        ("a.jsonl", '{"text": "ok"}\n["text"]\n', "{path}:2: expected a JSON object per line"),
+        (
+            "a.jsonl",
+            '{"text": "ok"}\n["text"]\n',
+            "{path}:2: a JSON array; expected one JSON object per line",
+        ),
         (
             "a.jsonl",
             '{"text": "ok"}\n\n{"body": "x"}\n',
             "{path}:3: no field 'text'; the record has body",
         ),
-        ("a.jsonl", '{"text": 3}\n', "{path}:1: field 'text' is int, expected a string"),
-        ("a.jsonl", '{"text": null}\n', "{path}:1: field 'text' is NoneType, expected a string"),
-        ("a.jsonl", b'{"text": "ok"}\n{"text": "\xff\xfe"}\n', "{path}:2: not UTF-8 text"),
-        ("a.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00binary", "{path}:1: not UTF-8"),
-        ("a.jsonl", "", "{path}: no records"),
-        ("a.jsonl", "\n\n", "{path}: no records"),
+        ("a.jsonl", '{"text": 3}\n', "{path}:1: field 'text' is number, expected a string"),
+        ("a.jsonl", '{"text": null}\n', "{path}:1: field 'text' is null, expected a string"),
+        ("a.jsonl", b'{"text": "ok"}\n{"text": "\xff\xfe"}\n', "{path}:2: not valid UTF-8"),
+        ("a.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00binary", "{path}:1: not valid UTF-8"),
+        ("a.jsonl", b'{"text": "ok"}\n{"text": "a\x00b"}\n', "{path}:2: contains a NUL byte"),
+        ("a.jsonl.gz", b"\x1f\x8bnot really gzip", "{path}:1: compressed data is corrupt"),
+        ("a.jsonl", "", "{path}:1: file is empty"),
+        ("a.jsonl", "\n\n", "{path}:1: file is empty"),
         ("a.csv", "id,body\n1,hello\n", "{path}:1: no column 'text'; the header has id, body"),
-        ("a.csv", 'id,text\n1,"fine"\n2,"unclosed\n', "{path}:3: bad CSV record"),
-        ("a.csv", "id,text\n1,a\n2,b,c\n", "{path}:3: 3 fields, expected 2"),
-        ("a.csv", "", "{path}: empty file"),
+        ("a.csv", 'id,text\n1,"fine"\n2,"unclosed\n', "{path}:3: malformed CSV"),
+        ("a.csv", "id,text\n1,a\n2,b,c\n", "{path}:3: row has 3 fields; expected 2"),
+        ("a.csv", "", "{path}:1: file is empty"),
         ("a.csv", "id,text\n", "{path}: no records"),
         ("a.txt", "text\nhello\n", "{path}: unsupported file type .txt; expected .csv or .jsonl"),
     ],

@@ -710,84 +710,41 @@ class RewardHeadScorer:
 
 
 def read_texts(path: str | Path, text_field: str) -> list[str]:
-    """The ``text_field`` of every record of a ``.csv`` (with a header) or ``.jsonl`` file.
+    """The ``text_field`` of every record of a ``.csv`` (with a header) or ``.jsonl`` file
+    (either may be gzipped: ``.csv.gz``, ``.jsonl.gz``).
 
-    Errors name ``PATH:LINE`` (the line where the record starts) and what was expected.
+    Errors name ``PATH:LINE`` (the line where the record starts) and what was expected; the
+    line-level checks (UTF-8, NUL bytes, overlong lines, malformed CSV) are
+    :mod:`rlhfkit.data.files`'s.
     """
-    import csv
-    import json
+    from rlhfkit.data.files import check_readable, iter_csv_rows, iter_json_lines, json_type
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl", ".json"):
+    kind = Path(path.name.lower().removesuffix(".gz")).suffix
+    if kind not in (".csv", ".jsonl", ".json"):
         raise InputError(
-            f"{path}: unsupported file type {suffix or '(none)'}; expected .csv or .jsonl"
+            f"{path}: unsupported file type {kind or '(none)'}; expected .csv or .jsonl"
         )
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .csv or .jsonl file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 text") from None
-
+    check_readable(path)
     texts: list[str] = []
-    if suffix == ".csv":
-        lines = content.splitlines(keepends=True)
-        reader = csv.reader(lines, strict=True)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(
-                f"{path}: empty file; expected a CSV header naming {text_field!r}"
-            ) from None
-        except csv.Error as exc:
-            raise InputError(f"{path}:1: bad CSV header ({exc})") from None
-        if text_field not in header:
-            raise InputError(
-                f"{path}:1: no column {text_field!r}; the header has {', '.join(header)}"
-            )
-        column = header.index(text_field)
-        start = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise InputError(f"{path}:{start}: bad CSV record ({exc})") from None
-            if row:
-                if len(row) != len(header):
-                    raise InputError(
-                        f"{path}:{start}: {len(row)} fields, expected {len(header)} as in the header"
-                    )
-                texts.append(row[column])
-            start = reader.line_num + 1
+    if kind == ".csv":
+        for _, row in iter_csv_rows(path):
+            if text_field not in row:
+                raise InputError(
+                    f"{path}:1: no column {text_field!r}; the header has {', '.join(row)}"
+                )
+            texts.append(row[text_field])
     else:
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object per line")
+        for line, record in iter_json_lines(path):
             if text_field not in record:
                 raise InputError(
-                    f"{path}:{number}: no field {text_field!r}; the record has"
+                    f"{path}:{line}: no field {text_field!r}; the record has"
                     f" {', '.join(map(str, record)) or 'no fields'}"
                 )
             value = record[text_field]
             if not isinstance(value, str):
                 raise InputError(
-                    f"{path}:{number}: field {text_field!r} is {type(value).__name__}, expected a string"
+                    f"{path}:{line}: field {text_field!r} is {json_type(value)}, expected a string"
                 )
             texts.append(value)
     if not texts:
