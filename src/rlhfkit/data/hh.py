@@ -32,15 +32,15 @@ def parse_dialogue(text: str, where: str, field: str) -> list[Message]:
     if text.startswith(("Human:", "Assistant:")):
         text = "\n\n" + text  # some copies of the data drop the leading blank line
     parts = _TURN.split(text)
-    if parts[0].strip():
-        raise InputError(
-            f"{where}: {field} has text before the first turn ({parts[0][:40]!r}); expected "
-            "a dialogue starting with '\\n\\nHuman: '"
-        )
     if len(parts) == 1:
         raise InputError(
             f"{where}: {field} has no 'Human:' or 'Assistant:' turns; expected a dialogue "
             "like '\\n\\nHuman: ...\\n\\nAssistant: ...'"
+        )
+    if parts[0].strip():
+        raise InputError(
+            f"{where}: {field} has text before the first turn ({parts[0][:40]!r}); expected "
+            "a dialogue starting with '\\n\\nHuman: '"
         )
     return [
         {"role": _ROLE[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)
