@@ -143,7 +143,9 @@ def _add_data_commands(sub) -> None:
         _print_json(convert_file(args.path, args.out, format=args.format, kind=args.kind))
 
     group = sub.add_parser(
-        "data", help="Check and convert dataset files.", description="Check and convert dataset files."
+        "data",
+        help="Check and convert dataset files.",
+        description="Check and convert dataset files.",
     )
     group.set_defaults(handler=lambda args: group.print_help() or 2)
     data_sub = group.add_subparsers(dest="data_command", metavar="COMMAND")
