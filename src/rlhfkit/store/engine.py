@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from rlhfkit.errors import InputError
 
@@ -50,16 +50,21 @@ def make_engine(url: str | None = None, *, pool_size: int = 20) -> Engine:
         raise InputError(f"database URL {url!r}: expected e.g. sqlite:///path.db") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername.startswith("sqlite"):
-        engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
-        )
-        _configure_sqlite(engine)
-        _WRITE_LOCKS[id(engine)] = threading.Lock()
-        return engine
-    if parsed.drivername.startswith("postgresql"):
-        return create_engine(parsed, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
-    raise InputError(f"database URL {url!r}: expected a sqlite:// or postgresql:// URL")
+    try:
+        if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+            engine = create_engine(
+                parsed,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=pool_size,
+            )
+            _configure_sqlite(engine)
+            _WRITE_LOCKS[id(engine)] = threading.Lock()
+            return engine
+        if parsed.drivername == "postgresql+psycopg":
+            return create_engine(parsed, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise InputError(f"database URL {url!r}: {exc}") from None
+    raise InputError(f"database URL {url!r}: expected a sqlite:/// or postgresql:// URL")
 
 
 def _configure_sqlite(engine: Engine) -> None:

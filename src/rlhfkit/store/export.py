@@ -218,7 +218,7 @@ def export_demonstrations(engine: Engine, project_id: int, out: str | Path) -> i
 def parse_target_mix(spec: str) -> tuple[str, dict[str, float]]:
     """``"country=IN:0.5,US:0.5"`` -> ("country", {"IN": 0.5, "US": 0.5})."""
     attribute, sep, rest = spec.partition("=")
-    if not sep or not rest:
+    if not sep or not rest or not attribute.strip():
         raise InputError(f"target mix {spec!r}: expected ATTRIBUTE=GROUP:SHARE,GROUP:SHARE")
     mix = {}
     for part in rest.split(","):

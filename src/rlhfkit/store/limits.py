@@ -29,15 +29,19 @@ MODEL = 200
 ROLES_IN_PROMPT = ("system", "user", "assistant")
 
 
-def text(value: Any, field: str, limit: int, *, required: bool = True) -> str | None:
-    """``value`` as a string within ``limit`` characters, or InputError naming ``field``."""
+def text(
+    value: Any, field: str, limit: int, *, required: bool = True, allow_empty: bool = False
+) -> str | None:
+    """``value`` as a string within ``limit`` characters, or InputError naming ``field``.
+
+    ``allow_empty``: an empty string is a value (a model may well reply with nothing)."""
     if value is None or (isinstance(value, str) and not value.strip() and not required):
         if required:
             raise InputError(f"{field}: required, expected text of at most {limit} characters")
         return None
     if not isinstance(value, str):
         raise InputError(f"{field}: expected text, got {type(value).__name__}")
-    if required and not value.strip():
+    if required and not allow_empty and not value.strip():
         raise InputError(f"{field}: must not be empty")
     if len(value) > limit:
         raise InputError(f"{field}: {len(value)} characters, at most {limit} allowed")

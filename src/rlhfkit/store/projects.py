@@ -162,10 +162,10 @@ def _item_row(raw: Any, where: str) -> dict[str, Any]:
     }
     if task_type == "comparison":
         row["response_a"] = limits.text(
-            raw.get("response_a"), f"{where}.response_a", limits.RESPONSE
+            raw.get("response_a"), f"{where}.response_a", limits.RESPONSE, allow_empty=True
         )
         row["response_b"] = limits.text(
-            raw.get("response_b"), f"{where}.response_b", limits.RESPONSE
+            raw.get("response_b"), f"{where}.response_b", limits.RESPONSE, allow_empty=True
         )
         gold = raw.get("gold")
         if gold is not None and gold not in CHOICES:

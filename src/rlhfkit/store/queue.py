@@ -318,6 +318,10 @@ def _submit(conn: Connection, assignment_id: int, rater_id: int, data: JudgmentI
     if a is None or a.rater_id != rater_id:
         raise NotFound(f"assignment {assignment_id}: no such task of yours")
     if a.status == "done":
+        # A concurrent retry may have committed while this one waited for the row lock.
+        stored = conn.execute(select(judgments).where(judgments.c.assignment_id == a.id)).first()
+        if stored is not None and stored.client_key == key:
+            return judgment_public(stored), False
         raise Conflict(f"assignment {assignment_id}: already judged (under another client_key)")
     if a.status == "expired" or utc(a.expires_at) <= now:
         raise Conflict(f"assignment {assignment_id}: expired; ask for the next task")

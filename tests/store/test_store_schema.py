@@ -1,0 +1,40 @@
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from rlhfkit.errors import InputError
+from rlhfkit.store import make_engine, upgrade
+from rlhfkit.store.schema import metadata
+
+
+def test_migration_creates_the_schema_the_code_expects(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    assert set(metadata.tables) <= set(inspect(engine).get_table_names())
+
+
+def test_upgrade_twice_is_harmless(engine):
+    assert upgrade(engine) == "0001"
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
+    eng = make_engine(f"sqlite:///{tmp_path}/x.db")
+    with eng.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_default_url_comes_from_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHFKIT_DATABASE_URL", f"sqlite:///{tmp_path}/from-env.db")
+    eng = make_engine()
+    upgrade(eng)
+    assert (tmp_path / "from-env.db").exists()
+
+
+@pytest.mark.parametrize("url", ["", "nonsense", "mysql://u@h/db", "sqlite+foo://x"])
+def test_garbage_database_url_is_a_clear_error(url):
+    with pytest.raises(InputError, match="database URL"):
+        make_engine(url)
