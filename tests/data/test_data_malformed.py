@@ -179,6 +179,22 @@ CASES = [
         "messages must end with the assistant",
     ),
     ("nul-byte", "z.jsonl", jl(OK_PAIR) + b'{"prompt": "a\x00"}\n', "trl", 2, "NUL byte"),
+    (
+        "nan-margin",
+        "nan.jsonl",
+        jl(OK_PAIR) + b'{"prompt": "a", "chosen": "b", "rejected": "c", "margin": NaN}\n',
+        None,
+        2,
+        "NaN is not a JSON number",
+    ),
+    (
+        "nested-too-deep",
+        "deep.jsonl",
+        b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        None,
+        1,
+        "nested too deeply",
+    ),
     ("binary-garbage", "g.bin", bytes(range(256)) * 8, None, 1, "binary data"),
     ("truncated-gzip", "t.jsonl.gz", truncated_gzip(), None, None, "corrupt or truncated"),
     (

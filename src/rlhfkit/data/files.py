@@ -34,6 +34,17 @@ MAX_JSON_BYTES = 1024 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+class _NotJson(ValueError):
+    """NaN / Infinity: Python's json accepts them, JSON (and Arrow, and datasets) does not."""
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def check_readable(path: Path) -> Path:
     """``path`` as a Path, or an InputError that says why it cannot be read."""
     path = Path(path)
@@ -136,7 +147,9 @@ def iter_json_lines(path: Path, max_bytes: int | None = None) -> Iterator[tuple[
             continue
         seen = True
         try:
-            obj = json.loads(text)
+            obj = _DECODER.decode(text)
+        except _NotJson as exc:
+            raise InputError(f"{path}:{lineno}: {exc}; expected plain JSON numbers") from None
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
@@ -187,7 +200,6 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _array_elements(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    decoder = json.JSONDecoder()
     ws = " \t\r\n"
 
     def line_at(pos: int) -> int:
@@ -213,7 +225,9 @@ def _array_elements(path: Path, text: str) -> Iterator[tuple[int, Any]]:
             raise InputError(f"{path}:{line_at(pos)}: JSON ends early; expected a record or ']'")
         start_line = line_at(pos)
         try:
-            obj, pos = decoder.raw_decode(text, pos)
+            obj, pos = _DECODER.raw_decode(text, pos)
+        except _NotJson as exc:
+            raise InputError(f"{path}:{start_line}: {exc}; expected plain JSON numbers") from None
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "

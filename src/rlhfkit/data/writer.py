@@ -118,12 +118,12 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
 
 def _dump(record: dict[str, Any], where: str) -> str:
     try:
-        line = json.dumps(record, ensure_ascii=False)
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: record cannot be written as JSON ({exc})") from None
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (legal as a JSON \\u escape, not in UTF-8) stays escaped.
-        line = json.dumps(record, ensure_ascii=True)
+        line = json.dumps(record, ensure_ascii=True, allow_nan=False)
     return line
