@@ -128,6 +128,26 @@ def test_heads_differ_and_names_come_from_the_config(reward_model_dir):
     assert helpful(TEXTS[:3]) != harmless(TEXTS[:3])
 
 
+def test_scores_by_label_feed_the_composite_reward(reward_model_dir):
+    rm = RewardHeadScorer(reward_model_dir)
+    texts = TEXTS[:3]
+    heads = rm.scores_by_label(texts, ["harmless", "helpful"])
+    assert heads["helpful"] == pytest.approx(RewardHeadScorer(reward_model_dir, 0)(texts))
+    assert heads["harmless"] == pytest.approx(RewardHeadScorer(reward_model_dir, 1)(texts))
+    spec = PersonalitySpec("hh", "d", {"head:helpful": 1.0, "head:harmless": -2.0}, 1.0)
+    expected = [
+        (a - 0.5) - 2.0 * (b - 0.5)
+        for a, b in zip(heads["helpful"], heads["harmless"], strict=True)
+    ]
+    assert composite_reward(spec, texts, rm.scores_by_label(texts, spec.heads())) == pytest.approx(
+        expected
+    )
+    with pytest.raises(
+        InputError, match="no head labelled 'honest'; the model's heads are helpful"
+    ):
+        rm.scores_by_label(texts, ["helpful", "honest"])
+
+
 def test_offset_and_scale(reward_model_dir):
     plain = RewardHeadScorer(reward_model_dir, index=0)
     shifted = RewardHeadScorer(reward_model_dir, index=0, offset=1.0, scale=2.0)

@@ -683,10 +683,10 @@ class RewardHeadScorer:
         labels = self.model.config.id2label or {}
         return [str(labels.get(i, i)) for i in range(self.model.config.num_labels)]
 
-    def rewards(self, texts: list[str]) -> list[float]:
-        """Raw head outputs (unbounded rewards), one per text."""
+    def all_rewards(self, texts: list[str]) -> list[list[float]]:
+        """Raw outputs of every head (unbounded rewards): one row of ``num_labels`` per text."""
         _check_texts(texts)
-        out: list[float] = []
+        out: list[list[float]] = []
         torch = self._torch
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
@@ -700,11 +700,38 @@ class RewardHeadScorer:
                 ids = [row or [self._empty_id] for row in encoded["input_ids"]]
                 batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
                 logits = self.model(**batch).logits  # (batch, num_labels)
-                out.extend(logits[:, self.index].float().tolist())
+                out.extend(logits.float().tolist())
         return out
 
+    def rewards(self, texts: list[str]) -> list[float]:
+        """Raw output of this scorer's head (an unbounded reward), one per text."""
+        return [row[self.index] for row in self.all_rewards(texts)]
+
+    def to_unit(self, reward: float) -> float:
+        """A raw reward mapped into [0, 1] with this scorer's offset and scale."""
+        return _sigmoid((reward - self.offset) / self.scale)
+
+    def scores_by_label(self, texts: list[str], labels: list[str]) -> dict[str, list[float]]:
+        """[0, 1] scores of the heads named ``labels`` (``config.id2label``), in one pass.
+
+        This is what ``composite_reward`` wants as ``head_scores`` for ``head:LABEL`` terms::
+
+            rm = RewardHeadScorer("runs/rm-hh/model")
+            heads = rm.scores_by_label(texts, spec.heads())
+            composite_reward(spec, texts, heads)
+        """
+        names = self.head_names()
+        missing = [label for label in labels if label not in names]
+        if missing:
+            raise InputError(
+                f"{self.path}: no head labelled {', '.join(map(repr, missing))}; the model's"
+                f" heads are {', '.join(names)}"
+            )
+        rows = self.all_rewards(texts) if labels else []
+        return {label: [self.to_unit(row[names.index(label)]) for row in rows] for label in labels}
+
     def __call__(self, texts: list[str]) -> list[float]:
-        return [_sigmoid((r - self.offset) / self.scale) for r in self.rewards(texts)]
+        return [self.to_unit(r) for r in self.rewards(texts)]
 
 
 # --- scoring a file -----------------------------------------------------------------------------
