@@ -265,6 +265,13 @@ def _add_audit_commands(sub) -> None:
     )
 
 
+# --- beyond PPO ---------------------------------------------------------------------------------
+
+
+def _add_beyond_ppo_commands(sub) -> None:
+    _trainer(sub, "dpo", "dpo", "Direct preference optimisation (DPO or IPO) on preference pairs.")
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
@@ -273,6 +280,7 @@ GROUPS = [
     _add_personality_commands,
     _add_data_commands,
     _add_audit_commands,
+    _add_beyond_ppo_commands,
 ]
 
 
