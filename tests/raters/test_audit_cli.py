@@ -8,6 +8,12 @@ import pytest
 
 from rlhfkit.cli import main
 
+PANDALM = (
+    '[{"idx": 1, "instruction": "i", "input": "", "response1": "a", "response2": "b", '
+    '"annotator1": 1, "annotator2": 2, "annotator3": 0}]'
+)
+XSTEST = "id,prompt,completion,annotation_1,annotation_2,final_label\n"
+
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
@@ -53,14 +59,32 @@ def test_bias_json_on_hh(capsys, shared_data):
 @pytest.mark.parametrize(
     "command, name, content, message",
     [
-        ("agreement", "x.json", '[{"idx": 1, "annotator1": 9', "not valid JSON"),
-        ("agreement", "x.json", '[{"idx": 1, "annotator1": "a", "annotator2": 1}]', "annotator1"),
-        ("agreement", "x.csv", "id,annotation_1,annotation_2\nv1,,x\n", ":2: empty annotation_1"),
-        ("agreement", "x.bin", "\x00\x01garbage", "cannot tell the format"),
+        ("agreement", "x.json", '[{"idx": 1, "annotator1": 9', "JSON"),
+        (
+            "agreement",
+            "x.json",
+            PANDALM.replace('"annotator1": 1', '"annotator1": "a"'),
+            "annotator1",
+        ),
+        (
+            "agreement",
+            "x.csv",
+            XSTEST + "v1,p,hi,,2_full_refusal,1_full_compliance\n",
+            ":2: annotation_1",
+        ),
+        ("agreement", "x.bin", "\x00\x01garbage", "binary data"),
         ("agreement", "x.jsonl", '{"item_id": 1, "rater_id": "a"}\n', ":1: missing label"),
-        ("bias", "x.jsonl", '{"chosen": "a", "rejected": "b"}\n', "Assistant"),
-        ("bias", "x.jsonl", "not json at all\n", "cannot read judged pairs"),
-        ("bias", "x.json", '[{"annotator1": 1, "response1": "a"}]', "response2"),
+        ("agreement", "x.jsonl", '{"item_id": 1, "rater_id": "a", "label": "x"}\n[1]\n', ":2:"),
+        ("agreement", "x.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n', "rater_id"),
+        ("bias", "x.jsonl", '{"chosen": "a", "rejected": "b"}\n', "expected a prompt key"),
+        ("bias", "x.jsonl", "not json at all\n", "cannot tell the format"),
+        ("bias", "x.json", PANDALM.replace('"response2": "b", ', ""), "response2"),
+        (
+            "bias",
+            "x.csv",
+            XSTEST + "v1,p,hi,2_full_refusal,2_full_refusal,2_full_refusal\n",
+            "not judged pairs",
+        ),
     ],
 )
 def test_garbage_exits_2_with_a_message(capsys, tmp_path, command, name, content, message):

@@ -163,16 +163,16 @@ def test_pandalm_pairs_record_position_and_ties(shared_data):
 
 
 @pytest.mark.parametrize(
-    "content, match",
+    "content, fmt, match",
     [
-        ('{"chosen": "no turns", "rejected": "x"}\n', "Assistant"),
-        ('{"chosen": [1], "rejected": "x"}\n', "field chosen is list"),
-        ('{"chosen": "\\n\\nAssistant: a", "rejected"\n', ":1: not valid JSON"),
-        ("hello\n", "cannot read judged pairs"),
+        ('{"chosen": "no turns", "rejected": "x"}\n', "hh", "no 'Human:' or 'Assistant:' turns"),
+        ('{"chosen": [1], "rejected": "x"}\n', None, "chosen is a array"),
+        ('{"chosen": "\\n\\nHuman: a", "rejected"\n', "hh", ":1:"),
+        ("hello\n", None, "cannot tell the format"),
     ],
 )
-def test_garbage_pair_files(tmp_path, content, match):
+def test_garbage_pair_files(tmp_path, content, fmt, match):
     path = tmp_path / "pairs.jsonl"
     path.write_text(content)
     with pytest.raises(InputError, match=match):
-        load_pairs(path, "hh" if "chosen" in content else None)
+        load_pairs(path, fmt)

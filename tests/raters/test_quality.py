@@ -178,12 +178,15 @@ def test_generic_annotation_file_and_garbage(tmp_path):
     with pytest.raises(InputError, match=r"bad.jsonl:2: not valid JSON"):
         load_annotations(bad, "annotations")
     pandalm = tmp_path / "p.json"
-    pandalm.write_text('[{"idx": 7, "annotator1": 1, "annotator2": 5, "annotator3": 0}]')
-    with pytest.raises(InputError, match=r"idx 7\): field annotator2 is 5"):
+    pandalm.write_text(
+        '[{"idx": 7, "instruction": "i", "input": "", "response1": "a", "response2": "b",'
+        ' "annotator1": 1, "annotator2": 5, "annotator3": 0}]'
+    )
+    with pytest.raises(InputError, match=r"p.json:1: annotator2 is 5"):
         load_annotations(pandalm)
     noise = tmp_path / "noise.txt"
     noise.write_text("hello\nworld\n")
-    with pytest.raises(InputError, match="cannot tell the format"):
+    with pytest.raises(InputError, match="noise.txt:1: cannot tell the format"):
         load_annotations(noise)
     with pytest.raises(InputError, match="no such file"):
         load_annotations(tmp_path / "absent.json")

@@ -26,10 +26,7 @@ Example::
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,10 +258,17 @@ def first_shown(pair: PreferencePair) -> str | None:
     """``"chosen"`` or ``"rejected"``: which response the rater saw first, when recorded.
 
     Read from ``pair.meta["shown_first"]`` (values ``"chosen"``/``"rejected"``), the convention
-    for readers and store exports that know the presentation order.
+    for readers and store exports that know the presentation order. PandaLM pairs carry
+    ``meta["votes"]`` instead: response1 was shown first, and a vote of 2 means it lost.
     """
-    value = pair.meta.get("shown_first") if pair.meta else None
-    return value if value in ("chosen", "rejected") else None
+    meta = pair.meta or {}
+    value = meta.get("shown_first")
+    if value in ("chosen", "rejected"):
+        return value
+    votes = meta.get("votes")
+    if isinstance(votes, dict) and votes.get(pair.rater_id) in (0, 1, 2):
+        return "rejected" if votes[pair.rater_id] == 2 else "chosen"
+    return None
 
 
 def _pair_arrays(
@@ -361,128 +365,29 @@ def _jsonable(obj: Any) -> Any:
 
 
 # --- files ---------------------------------------------------------------------------------------
-# A small reader for the two files the audit is checked on; rlhfkit.data's readers replace it.
-
-PAIR_FORMATS = ("pandalm", "hh")
 
 
 def load_pairs(path: str | Path, format: str | None = None) -> list[PreferencePair]:
-    """Judged pairs from a file: PandaLM (each annotator's vote; response1 shown first) or
-    Anthropic HH (``chosen``/``rejected`` dialogues, JSON lines, optionally gzipped;
-    presentation order not recorded).
+    """Judged pairs from any preference format :mod:`rlhfkit.data` reads (hh, pandalm, oasst,
+    trl...; detected when ``format`` is None).
 
     Example::
 
-        >>> len(load_pairs("harmless-base-dev.jsonl.gz", "hh"))  # doctest: +SKIP
+        >>> len(load_pairs("harmless-base-dev.jsonl.gz"))  # doctest: +SKIP
         1800
     """
-    path = Path(path)
-    text = _read_text(path)
-    head = text[:4096]
-    fmt = format or ("pandalm" if '"annotator1"' in head else "hh" if '"chosen"' in head else None)
-    if fmt == "pandalm":
-        return _pandalm_pairs(path, text)
-    if fmt == "hh":
-        return _hh_pairs(path, text)
-    raise InputError(
-        f"{path}: cannot read judged pairs (format {fmt!r}); expected one of"
-        f" {', '.join(PAIR_FORMATS)}: PandaLM JSON with annotator1..3 or HH JSON lines with"
-        " chosen/rejected"
-    )
+    from rlhfkit.data import FORMATS, detect_format, read_preferences
+    from rlhfkit.data.files import check_readable
+    from rlhfkit.data.formats import PREFERENCES, get_format
 
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{path}: corrupt gzip data ({exc})") from None
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 text") from None
-
-
-def _text(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    # PandaLM has a few responses stored as JSON true (the model answered "True"): keep them.
-    if isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        raise InputError(f"{where}: field {key} is {type(value).__name__}; expected a string")
-    return value
-
-
-def _pandalm_pairs(path: Path, text: str) -> list[PreferencePair]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON list of PandaLM items")
-    pairs = []
-    for n, item in enumerate(data):
-        where = f"{path}: item {n}"
-        if not isinstance(item, dict):
-            raise InputError(
-                f"{where}: expected an object with response1, response2, annotator1..3"
-            )
-        first, second = _text(item, "response1", where), _text(item, "response2", where)
-        prompt = "\n\n".join(str(item.get(k) or "").strip() for k in ("instruction", "input"))
-        for rater in ("annotator1", "annotator2", "annotator3"):
-            vote = item.get(rater)
-            if vote not in (0, 1, 2) or isinstance(vote, bool):
-                raise InputError(
-                    f"{where}: field {rater} is {vote!r}; expected 0 (tie), 1 or 2 (better response)"
-                )
-            chosen, rejected = (second, first) if vote == 2 else (first, second)
-            pairs.append(
-                PreferencePair(
-                    prompt=[{"role": "user", "content": prompt.strip()}],
-                    chosen=chosen,
-                    rejected=rejected,
-                    rater_id=rater,
-                    tie=vote == 0,
-                    item_id=str(item.get("idx", n)),
-                    source=where,
-                    meta={"shown_first": "rejected" if vote == 2 else "chosen"},
-                )
-            )
-    return pairs
-
-
-def _hh_pairs(path: Path, text: str) -> list[PreferencePair]:
-    marker = "\n\nAssistant:"
-    pairs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected an object with chosen and rejected")
-        chosen, rejected = _text(obj, "chosen", where), _text(obj, "rejected", where)
-        if marker not in chosen or marker not in rejected:
-            raise InputError(f"{where}: expected dialogues ending in an 'Assistant:' turn")
-        # The two dialogues share everything up to the last Assistant turn.
-        pairs.append(
-            PreferencePair(
-                prompt=[],
-                chosen=chosen.rsplit(marker, 1)[1].strip(),
-                rejected=rejected.rsplit(marker, 1)[1].strip(),
-                source=where,
-            )
+    path = check_readable(Path(path))
+    name = format or detect_format(path)
+    if name in FORMATS and get_format(name).reader(PREFERENCES) is None:
+        raise InputError(
+            f"{path}: {name} holds single labelled responses, not judged pairs; expected a"
+            " preference file (hh, pandalm, oasst, trl); for its labels use `audit agreement`"
         )
-    if not pairs:
-        raise InputError(f"{path}: no judged pairs found; expected JSON lines with chosen/rejected")
-    return pairs
+    return read_preferences(path, name)
 
 
 def audit_bias(

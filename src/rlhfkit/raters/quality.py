@@ -17,11 +17,8 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlhfkit.data.records import Example, PreferencePair
 from rlhfkit.errors import InputError
 
 COLUMNS = ["item_id", "rater_id", "label"]
@@ -436,18 +434,19 @@ def _jsonable(obj: Any) -> Any:
 
 # --- files ---------------------------------------------------------------------------------------
 
-FORMATS = ("pandalm", "xstest", "annotations")
-"""pandalm: PandaLM test set JSON (annotator1/2/3, 0 tie, 1 first, 2 second better). xstest:
-XSTest completions CSV (annotation_1, annotation_2, final_label as gold). annotations: a CSV or
-JSON lines file with item_id, rater_id, label (and optional gold) columns, e.g. a store export."""
+GENERIC_FORMAT = "annotations"
+"""A CSV or JSON lines table with item_id, rater_id, label (and optional gold) columns, e.g. a
+store export. Every other format is read by :mod:`rlhfkit.data`: preference formats whose pairs
+carry rater_id and item_id (pandalm, trl exports), and ``xstest-completions`` (alias
+``xstest``), whose annotation_1/annotation_2 columns are the raters and final_label the gold."""
 
-PANDALM_VOTES = {0: "tie", 1: "first", 2: "second"}
+XSTEST_RATERS = ("annotation_1", "annotation_2")
 
 
 def load_annotations(path: str | Path, format: str | None = None) -> Annotations:
     """Read a file of multi-rater labels into an :class:`Annotations` table.
 
-    ``format`` is one of :data:`FORMATS`; None guesses from the file's content.
+    ``format`` is ``"annotations"`` or a :mod:`rlhfkit.data` format; None detects it.
 
     Example::
 
@@ -455,109 +454,89 @@ def load_annotations(path: str | Path, format: str | None = None) -> Annotations
         >>> cohen_kappa(ann.table, "annotation_1", "annotation_2")  # doctest: +SKIP
         0.970...
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    fmt = format or _guess_format(path)
-    if fmt not in FORMATS:
-        raise InputError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt == "pandalm":
-        return _load_pandalm(path)
-    if fmt == "xstest":
-        return _load_xstest(path)
-    return _load_generic(path)
+    from rlhfkit.data import read_examples, read_preferences
+    from rlhfkit.data.files import check_readable, head_bytes
+
+    path = check_readable(Path(path))
+    if format is None and _looks_like_table(head_bytes(path)):
+        format = GENERIC_FORMAT
+    if format == GENERIC_FORMAT:
+        return _load_generic(path)
+    if format == "xstest":
+        format = "xstest-completions"
+    if format == "xstest-completions" or _is_xstest(path, format):
+        examples = read_examples(path, format)
+        return annotations_from_examples(examples, XSTEST_RATERS, "final_label", f"{path}")
+    return annotations_from_pairs(read_preferences(path, format), f"{path}")
 
 
-def _guess_format(path: Path) -> str:
-    head = _read_text(path)[:4096]
-    first_line = head.splitlines()[0] if head.strip() else ""
-    if '"annotator1"' in head:
-        return "pandalm"
-    if "annotation_1" in first_line and "annotation_2" in first_line:
-        return "xstest"
-    if "item_id" in head and "rater_id" in head:  # the loader names any missing column
-        return "annotations"
-    raise InputError(
-        f"{path}: cannot tell the format; expected PandaLM JSON (annotator1..3), XSTest"
-        " completions CSV (annotation_1, annotation_2) or a table with item_id, rater_id, label;"
-        " or name it with --format"
-    )
+def _looks_like_table(head: bytes) -> bool:
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n").split("\n", 1)[0]
+    return "item_id" in first and "rater_id" in first and "chosen" not in first
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+def _is_xstest(path: Path, format: str | None) -> bool:
+    from rlhfkit.data import detect_format
+
+    return format is None and detect_format(path) == "xstest-completions"
 
 
-def _load_pandalm(path: Path) -> Annotations:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON list of PandaLM items")
+def annotations_from_pairs(pairs: Iterable[PreferencePair], source: str = "") -> Annotations:
+    """One annotation per judged pair: label ``"first"``, ``"second"`` or ``"tie"``.
+
+    Pairs need ``rater_id`` and ``item_id``. "first" means the response shown first was chosen
+    (see :func:`rlhfkit.raters.bias.first_shown`); where the order was not recorded, the two
+    responses are put in a fixed order (by their text) so that every rater of an item is
+    compared on the same footing.
+    """
+    from rlhfkit.raters.bias import first_shown
+
     rows = []
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise InputError(f"{path}: item {n}: expected an object with annotator1..3")
-        item_id = item.get("idx", n)
-        for rater in ("annotator1", "annotator2", "annotator3"):
-            vote = item.get(rater)
-            if vote not in PANDALM_VOTES or isinstance(vote, bool):
-                raise InputError(
-                    f"{path}: item {n} (idx {item_id}): field {rater} is {vote!r};"
-                    " expected 0 (tie), 1 (first better) or 2 (second better)"
-                )
-            rows.append((item_id, rater, PANDALM_VOTES[vote]))
-    return Annotations(annotation_table(rows), source=f"{path} (pandalm)")
+    for n, p in enumerate(pairs):
+        if p.rater_id is None or p.item_id is None:
+            raise InputError(
+                f"{p.source or f'pair {n}'}: no rater_id or item_id; agreement needs several"
+                " raters' judgments of the same item"
+            )
+        if p.tie:
+            label = "tie"
+        else:
+            shown = first_shown(p) or ("chosen" if p.chosen <= p.rejected else "rejected")
+            label = "first" if shown == "chosen" else "second"
+        rows.append((p.item_id, p.rater_id, label))
+    return Annotations(annotation_table(rows), source=source)
 
 
-def _load_xstest(path: Path) -> Annotations:
+def annotations_from_examples(
+    examples: Iterable[Example],
+    rater_keys: Sequence[str],
+    gold_key: str | None = None,
+    source: str = "",
+) -> Annotations:
+    """Annotations from labelled examples whose ``labels[key]`` for each key in ``rater_keys``
+    is one rater's label (XSTest: annotation_1, annotation_2); ``labels[gold_key]`` is gold."""
     rows, gold = [], {}
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = ["id", "annotation_1", "annotation_2"]
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} in the header")
-        try:
-            for rec in reader:
-                for rater in ("annotation_1", "annotation_2"):
-                    if not (rec.get(rater) or "").strip():
-                        raise InputError(f"{path}:{reader.line_num}: empty {rater}")
-                    rows.append((rec["id"], rater, rec[rater].strip()))
-                if (rec.get("final_label") or "").strip():
-                    gold[rec["id"]] = rec["final_label"].strip()
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}:{reader.line_num}: unreadable CSV ({exc})") from None
-    return Annotations(annotation_table(rows), gold=gold, source=f"{path} (xstest)")
+    for n, ex in enumerate(examples):
+        item = ex.item_id if ex.item_id is not None else n
+        for key in rater_keys:
+            if ex.labels.get(key) not in (None, ""):
+                rows.append((item, key, ex.labels[key]))
+        if gold_key and ex.labels.get(gold_key) not in (None, ""):
+            gold[item] = ex.labels[gold_key]
+    return Annotations(annotation_table(rows), gold=gold, source=source)
 
 
 def _load_generic(path: Path) -> Annotations:
-    text = _read_text(path)
-    records: list[dict[str, Any]] = []
-    if path.suffix in (".jsonl", ".json") or text.lstrip().startswith("{"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{path}:{n}: expected an object with {', '.join(COLUMNS)}")
-            records.append({**rec, "_line": n})
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        records = [{**rec, "_line": reader.line_num} for rec in reader]
+    from rlhfkit.data.files import head_bytes, iter_csv_rows, iter_json_lines
+
+    is_json = head_bytes(path).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    records = iter_json_lines(path) if is_json else iter_csv_rows(path)
     rows, gold = [], {}
-    for rec in records:
+    for line, rec in records:
         missing = [c for c in COLUMNS if rec.get(c) in (None, "")]
         if missing:
             raise InputError(
-                f"{path}:{rec['_line']}: missing {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+                f"{path}:{line}: missing {', '.join(missing)}; expected {', '.join(COLUMNS)}"
             )
         rows.append((rec["item_id"], rec["rater_id"], rec["label"]))
         if rec.get("gold") not in (None, ""):
