@@ -1,0 +1,117 @@
+"""Dependencies shared by the routers: the engine, the current user (bearer token for the API,
+signed cookie for pages), role checks, CSRF and templates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from rlhfkit.store import users as store_users
+from rlhfkit.store.projects import is_member
+from rlhfkit.web.security import SESSION_COOKIE, csrf_matches
+
+Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
+"""A row id in a path; bounded so that absurd numbers are a 422, not a database error."""
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/token")
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def api_user(
+    request: Request,
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> dict[str, Any]:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    user = store_users.user_for_token(engine, credentials.credentials)
+    if user is None:
+        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+def api_admin(user: Annotated[dict, Depends(api_user)]) -> dict[str, Any]:
+    if user["role"] != "admin":
+        raise HTTPException(403, "admins only")
+    return user
+
+
+CurrentUser = Annotated[dict[str, Any], Depends(api_user)]
+CurrentAdmin = Annotated[dict[str, Any], Depends(api_admin)]
+
+
+def require_project_access(engine: Engine, user: dict[str, Any], project_id: int) -> None:
+    """Admins see every project; raters only those they were invited to."""
+    if user["role"] != "admin" and not is_member(engine, project_id, user["id"]):
+        raise HTTPException(403, f"project {project_id}: you are not a rater on this project")
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies; answered with a redirect to the login page."""
+
+
+class PageForbidden(Exception):
+    """A signed-in user asked for a page of another role."""
+
+
+def session_of(request: Request) -> dict[str, Any]:
+    return request.app.state.sessions.load(request.cookies.get(SESSION_COOKIE))
+
+
+def page_user(request: Request, engine: EngineDep) -> dict[str, Any]:
+    data = session_of(request)
+    uid = data.get("uid")
+    if not isinstance(uid, int):
+        raise LoginRequired
+    try:
+        user = store_users.get_user(engine, uid)
+    except store_users.NotFound:
+        raise LoginRequired from None
+    if not user["active"]:
+        raise LoginRequired
+    user["csrf"] = data.get("csrf", "")
+    return user
+
+
+def page_admin(user: Annotated[dict, Depends(page_user)]) -> dict[str, Any]:
+    if user["role"] != "admin":
+        raise PageForbidden
+    return user
+
+
+def page_rater(user: Annotated[dict, Depends(page_user)]) -> dict[str, Any]:
+    if user["role"] != "rater":
+        raise PageForbidden
+    return user
+
+
+PageUser = Annotated[dict[str, Any], Depends(page_user)]
+PageAdmin = Annotated[dict[str, Any], Depends(page_admin)]
+PageRater = Annotated[dict[str, Any], Depends(page_rater)]
+
+
+def check_csrf(user: dict[str, Any], token: str | None) -> None:
+    if not csrf_matches(user.get("csrf"), token):
+        raise HTTPException(403, "the form's security token is missing or stale; reload the page")
+
+
+def render(
+    request: Request,
+    template: str,
+    user: dict[str, Any] | None = None,
+    status_code: int = 200,
+    **context: Any,
+):
+    """Render a template (autoescaped) with the user and CSRF token available."""
+    templates = request.app.state.templates
+    context = {"user": user, "csrf": (user or {}).get("csrf", ""), **context}
+    return templates.TemplateResponse(request, template, context, status_code=status_code)

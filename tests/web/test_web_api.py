@@ -1,0 +1,203 @@
+import pytest
+
+ITEMS = [
+    {"prompt": "What is 2+2?", "response_a": "4", "response_b": "22"},
+    {"prompt": [{"role": "user", "content": "Hi"}], "response_a": "Hello", "response_b": "Go away"},
+    {"prompt": "Name a colour", "response_a": "Blue", "response_b": "Seven"},
+    {"prompt": "Capital of France?", "response_a": "Paris", "response_b": "Lyon", "gold": "A"},
+]
+
+
+def _next(platform, pid, who=0):
+    return platform.client.post(f"/api/v1/projects/{pid}/tasks/next", headers=platform.raters[who])
+
+
+def test_token_login(platform):
+    c = platform.client
+    r = c.post("/api/v1/auth/token", json={"username": "rater1", "password": "rater-password"})
+    assert r.status_code == 200
+    me = c.get("/api/v1/me", headers={"Authorization": f"Bearer {r.json()['token']}"})
+    assert me.json()["username"] == "rater1" and me.json()["role"] == "rater"
+    bad = c.post("/api/v1/auth/token", json={"username": "rater1", "password": "nope"})
+    assert bad.status_code == 401
+    assert c.get("/api/v1/me").status_code == 401
+    assert c.get("/api/v1/me", headers={"Authorization": "Bearer junk"}).status_code == 401
+
+
+def test_judging_through_the_api(platform):
+    pid = platform.project(ITEMS, overlap_k=2)
+    task = _next(platform, pid).json()
+    assert [r["id"] for r in task["responses"]] in (["A", "B"], ["B", "A"])
+    assert "gold" not in str(task)
+    body = {"client_key": "c1", "choice": "A", "strength": 3, "labels": {"A": {"helpful": True}}}
+    url = f"/api/v1/assignments/{task['assignment_id']}/judgment"
+    first = platform.client.post(url, json=body, headers=platform.raters[0])
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = platform.client.post(url, json=body, headers=platform.raters[0])
+    assert (
+        again.status_code == 200
+        and again.json()["judgment"]["id"] == first.json()["judgment"]["id"]
+    )
+    other = platform.client.post(url, json={**body, "client_key": "c2"}, headers=platform.raters[0])
+    assert other.status_code == 409
+    # submit-and-next in one request
+    t2 = _next(platform, pid).json()
+    r = platform.client.post(
+        f"/api/v1/assignments/{t2['assignment_id']}/judgment?next=true",
+        json={"client_key": "c3", "choice": "tie"},
+        headers=platform.raters[0],
+    )
+    assert r.status_code == 201 and r.json()["next"]["item_id"] not in (
+        task["item_id"],
+        t2["item_id"],
+    )
+    mine = platform.client.get("/api/v1/me/judgments", headers=platform.raters[0]).json()
+    assert len(mine) == 2
+    earnings = platform.client.get("/api/v1/me/earnings", headers=platform.raters[0]).json()
+    assert earnings[0]["tasks"] == 2 and earnings[0]["total_cents"] == 20
+
+
+def test_queue_runs_dry_with_204(platform):
+    pid = platform.project(ITEMS[:1], overlap_k=1)  # one ordinary item, one slot
+    t = _next(platform, pid).json()
+    platform.client.post(
+        f"/api/v1/assignments/{t['assignment_id']}/judgment",
+        json={"client_key": "x", "choice": "B"},
+        headers=platform.raters[0],
+    )
+    assert _next(platform, pid).status_code == 204
+    assert _next(platform, pid, who=1).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("post", "/api/v1/projects"),
+        ("get", "/api/v1/items/{item}"),
+        ("post", "/api/v1/items/{item}/adjudication"),
+        ("get", "/api/v1/ledger"),
+        ("get", "/api/v1/ledger.csv"),
+        ("post", "/api/v1/ledger/bonuses"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/users"),
+        ("post", "/api/v1/users/1/tokens"),
+        ("get", "/api/v1/projects/{pid}/judgments"),
+        ("get", "/api/v1/projects/{pid}/raters"),
+        ("get", "/api/v1/projects/{pid}/progress"),
+        ("get", "/api/v1/projects/{pid}/groups"),
+        ("post", "/api/v1/projects/{pid}/items"),
+        ("post", "/api/v1/projects/{pid}/members"),
+        ("get", "/api/v1/projects/{pid}/export/preferences"),
+        ("get", "/api/v1/projects/{pid}/export/demonstrations"),
+    ],
+)
+def test_raters_cannot_reach_admin_resources(platform, method, path):
+    pid = platform.project(ITEMS)
+    url = path.format(pid=pid, item=3)
+    bodies = {"post": {"json": {}}, "get": {}}
+    r = getattr(platform.client, method)(url, headers=platform.raters[0], **bodies[method])
+    assert r.status_code == 403, (url, r.status_code, r.text)
+    anonymous = getattr(platform.client, method)(url, **bodies[method])
+    assert anonymous.status_code == 401
+
+
+def test_raters_see_only_their_own_work(platform):
+    pid = platform.project(ITEMS, overlap_k=2)
+    t = _next(platform, pid, who=0).json()
+    platform.client.post(
+        f"/api/v1/assignments/{t['assignment_id']}/judgment",
+        json={"client_key": "mine", "choice": "A"},
+        headers=platform.raters[0],
+    )
+    assert platform.client.get("/api/v1/me/judgments", headers=platform.raters[1]).json() == []
+    # rater 2 cannot answer rater 1's task, even knowing its id
+    t1 = _next(platform, pid, who=0).json()
+    r = platform.client.post(
+        f"/api/v1/assignments/{t1['assignment_id']}/judgment",
+        json={"client_key": "steal", "choice": "B"},
+        headers=platform.raters[1],
+    )
+    assert r.status_code == 404
+    # and sees only projects they were invited to
+    other = platform.client.post(
+        "/api/v1/projects", json={"name": "secret"}, headers=platform.admin
+    ).json()
+    listed = platform.client.get("/api/v1/projects", headers=platform.raters[1]).json()
+    assert [p["id"] for p in listed] == [pid]
+    assert (
+        platform.client.get(
+            f"/api/v1/projects/{other['id']}", headers=platform.raters[1]
+        ).status_code
+        == 403
+    )
+    assert _next(platform, other["id"], who=1).status_code == 403
+
+
+def test_admin_views_exports_and_bonus(platform):
+    pid = platform.project(ITEMS, overlap_k=2, gold_share=1.0)
+    for who in (0, 1):
+        while (r := _next(platform, pid, who)).status_code == 200:
+            t = r.json()
+            platform.client.post(
+                f"/api/v1/assignments/{t['assignment_id']}/judgment",
+                json={"client_key": f"{who}-{t['item_id']}", "choice": "A"},
+                headers=platform.raters[who],
+            )
+    h = platform.admin
+    prog = platform.client.get(f"/api/v1/projects/{pid}/progress", headers=h).json()
+    assert prog["judgments"] == 8 and prog["complete_items"] == 3
+    stats = platform.client.get(f"/api/v1/projects/{pid}/raters", headers=h).json()
+    assert {s["username"] for s in stats} == {"rater1", "rater2"}
+    assert all(s["gold_accuracy"] is not None for s in stats)
+    item = platform.client.get("/api/v1/items/4", headers=h).json()
+    assert item["gold_answer"] == "A"
+    adj = platform.client.post("/api/v1/items/1/adjudication", json={"answer": "B"}, headers=h)
+    assert adj.json()["adjudication"] == "B"
+    prefs = platform.client.get(f"/api/v1/projects/{pid}/export/preferences", headers=h)
+    assert prefs.status_code == 200 and len(prefs.text.strip().splitlines()) == 8
+    assert '"rater_id": "rater-' in prefs.text
+    mix = platform.client.get(
+        f"/api/v1/projects/{pid}/export/preferences?target_mix=country=FR:1", headers=h
+    )
+    assert mix.status_code == 422 and "no judgments" in mix.json()["detail"]
+    bonus = platform.client.post(
+        "/api/v1/ledger/bonuses",
+        json={"rater_id": platform.rater_ids[0], "project_id": pid, "amount_cents": 100},
+        headers=h,
+    )
+    assert bonus.status_code == 201
+    csv_text = platform.client.get("/api/v1/ledger.csv?totals=true", headers=h).text
+    assert "rater1" in csv_text and "140" in csv_text  # 4 tasks * 10 + 100 bonus
+
+
+def test_profile_via_api(platform):
+    h = platform.raters[0]
+    r = platform.client.put(
+        "/api/v1/me/profile", json={"consent": True, "country": "KE", "gender": "woman"}, headers=h
+    )
+    assert r.json()["profile"]["country"] == "KE"
+    r = platform.client.delete("/api/v1/me/profile", headers=h)
+    assert r.json()["profile"] == {
+        "consent": False,
+        "country": None,
+        "languages": None,
+        "age_band": None,
+        "gender": None,
+        "education": None,
+        "expertise": None,
+    }
+
+
+def test_request_size_limit(platform):
+    big = "x" * (2 << 20)
+    r = platform.client.post(
+        "/api/v1/auth/token", content=big, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+def test_openapi_document(platform):
+    doc = platform.client.get("/openapi.json").json()
+    assert "/api/v1/assignments/{assignment_id}/judgment" in doc["paths"]
+    assert not any(p.startswith("/admin") or p.startswith("/rate") for p in doc["paths"])
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
