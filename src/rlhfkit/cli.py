@@ -192,9 +192,7 @@ def _add_audit_commands(sub) -> None:
     def bias(args):
         from rlhfkit.raters.bias import audit_bias, format_bias
 
-        report = audit_bias(
-            args.path, args.format, args.scorer, min_judgments=args.min_judgments, seed=args.seed
-        )
+        report = audit_bias(args.path, args.format, args.scorer, min_judgments=args.min_judgments)
         _print_json(report) if args.json else print(format_bias(report))
 
     group = sub.add_parser(
@@ -257,12 +255,6 @@ def _add_audit_commands(sub) -> None:
         default=30,
         help="profile raters with at least this many decided judgments",
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the random order used when the file does not record position",
-    )
 
 
 # --- beyond PPO ---------------------------------------------------------------------------------
@@ -270,6 +262,7 @@ def _add_audit_commands(sub) -> None:
 
 def _add_beyond_ppo_commands(sub) -> None:
     _trainer(sub, "dpo", "dpo", "Direct preference optimisation (DPO or IPO) on preference pairs.")
+    _trainer(sub, "kto", "kto", "KTO on unpaired thumbs up/down feedback (or split pairs).")
 
 
 # --- registry -----------------------------------------------------------------------------------
