@@ -192,7 +192,9 @@ def _add_audit_commands(sub) -> None:
     def bias(args):
         from rlhfkit.raters.bias import audit_bias, format_bias
 
-        report = audit_bias(args.path, args.format, args.scorer, min_judgments=args.min_judgments)
+        report = audit_bias(
+            args.path, args.format, args.scorer, min_judgments=args.min_judgments, seed=args.seed
+        )
         _print_json(report) if args.json else print(format_bias(report))
 
     group = sub.add_parser(
@@ -254,6 +256,12 @@ def _add_audit_commands(sub) -> None:
         type=int,
         default=30,
         help="profile raters with at least this many decided judgments",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random order used when the file does not record position",
     )
 
 
