@@ -192,9 +192,7 @@ def _add_audit_commands(sub) -> None:
     def bias(args):
         from rlhfkit.raters.bias import audit_bias, format_bias
 
-        report = audit_bias(
-            args.path, args.format, args.scorer, min_judgments=args.min_judgments, seed=args.seed
-        )
+        report = audit_bias(args.path, args.format, args.scorer, min_judgments=args.min_judgments)
         _print_json(report) if args.json else print(format_bias(report))
 
     group = sub.add_parser(
@@ -218,7 +216,10 @@ def _add_audit_commands(sub) -> None:
         " or a CSV/JSONL table with item_id, rater_id, label (and optional gold)",
     )
     p.add_argument(
-        "--format", default=None, help="pandalm, xstest or annotations (default: detected)"
+        "--format",
+        default=None,
+        help="annotations, pandalm, xstest-completions, or a preference format whose pairs carry"
+        " rater_id and item_id (default: detected from content)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-item", action="store_true", help="include the per-item table in --json")
@@ -239,11 +240,14 @@ def _add_audit_commands(sub) -> None:
         audit_sub,
         "bias",
         "Bias profile: logistic regression of the choice on attribute differences (length as log"
-        " word ratio, optional scorers) with a position intercept and confidence intervals, pool and per rater.",
+        " word ratio, optional scorers) with a position intercept and confidence intervals, for"
+        " the pool and each rater.",
         bias,
     )
-    p.add_argument("path", metavar="PATH", help="judged pairs: PandaLM JSON or HH JSON lines")
-    p.add_argument("--format", default=None, help="pandalm or hh (default: detected)")
+    p.add_argument("path", metavar="PATH", help="judged pairs in a preference format")
+    p.add_argument(
+        "--format", default=None, help="hh, pandalm, oasst, trl (default: detected from content)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--scorer",
@@ -256,12 +260,6 @@ def _add_audit_commands(sub) -> None:
         type=int,
         default=30,
         help="profile raters with at least this many decided judgments",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the random order used when the file does not record position",
     )
 
 

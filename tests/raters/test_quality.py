@@ -190,3 +190,25 @@ def test_generic_annotation_file_and_garbage(tmp_path):
         load_annotations(noise)
     with pytest.raises(InputError, match="no such file"):
         load_annotations(tmp_path / "absent.json")
+
+
+def test_annotations_from_pairs_positions_and_missing_ids():
+    from rlhfkit.data.records import PreferencePair
+    from rlhfkit.raters import annotations_from_pairs
+
+    def pair(rater, chosen, rejected, **kw):
+        return PreferencePair([], chosen, rejected, rater_id=rater, item_id="q", **kw)
+
+    recorded = [
+        pair("a", "x", "y", meta={"shown_first": "chosen"}),
+        pair("b", "y", "x", meta={"shown_first": "rejected"}),
+        pair("c", "x", "y", tie=True),
+    ]
+    table = annotations_from_pairs(recorded).table.set_index("rater_id")["label"]
+    assert table.to_dict() == {"a": "first", "b": "second", "c": "tie"}
+    # Without a recorded order, raters who chose the same text get the same label.
+    unordered = [pair("a", "x", "y"), pair("b", "x", "y"), pair("c", "y", "x")]
+    labels = annotations_from_pairs(unordered).table["label"].tolist()
+    assert labels[0] == labels[1] != labels[2]
+    with pytest.raises(InputError, match="no rater_id or item_id"):
+        annotations_from_pairs([PreferencePair([], "x", "y", source="f.jsonl:3")])
