@@ -218,3 +218,80 @@ def read_prompts(path: str, fmt: str | None = None) -> list[list[dict]]:
     if not prompts:
         raise InputError(f"{path}: no prompts found")
     return prompts
+
+
+# ---------------------------------------------------------------- rollouts against a reward model
+
+
+def frozen_reward_model(reward: str, policy_tokenizer, device):
+    """``(scorer, rm)``: the reward model at ``reward`` frozen on ``device`` as a
+    :class:`~rlhfkit.models.heads.RewardModel` (raw scores, ``(b, heads)``), and the loaded
+    :class:`~rlhfkit.models.heads.ScalarModel` (its config carries the normalisation)."""
+    from rlhfkit.errors import InputError
+    from rlhfkit.models.heads import RewardModel, load_reward_model
+
+    rm = load_reward_model(reward)
+    if rm.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
+        raise InputError(f"--reward {reward}: its tokenizer differs from the policy's")
+    scorer = RewardModel(rm.model).to(device).eval()
+    for p in scorer.parameters():
+        p.requires_grad_(False)
+    return scorer, rm
+
+
+@torch.no_grad()
+def raw_scores(reward_model, gen, device) -> torch.Tensor:
+    """Head-0 raw scores ``(b,)`` of a :class:`~rlhfkit.models.Generation` (prompt + reply)."""
+    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)
+    attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
+    return reward_model(ids, attn)[:, 0]  # (b,)
+
+
+def fit_reward_normalization(policy, reward_model, rm_config, prompts, n_samples: int, cfg, device):
+    """Normalise the reward so the starting policy's own responses score mean 0, std 1
+    (checklist point 7): sample ``n_samples`` prompts, generate as in training, store offset and
+    scale in ``rm_config``. ``cfg`` needs seed, max_new_tokens, temperature, max_prompt_length."""
+    from rlhfkit.models import generate
+
+    sample = random.Random(cfg.seed).sample(prompts, min(n_samples, len(prompts)))
+    gen = generate(
+        policy,
+        sample,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        max_prompt_tokens=cfg.max_prompt_length,
+        seed=cfg.seed,
+    )
+    raw = raw_scores(reward_model, gen, device)
+    norm = rm_config.rlhfkit_reward
+    norm["offset"] = [raw.mean().item()]
+    norm["scale"] = [max(raw.std().item(), 1e-6) if raw.numel() > 1 else 1.0]
+
+
+@torch.no_grad()
+def evaluate_policy(policy, reward_model, rm_config, cfg, device) -> dict:
+    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts.
+    ``cfg`` needs eval_prompts, eval_samples, max_new_tokens, max_prompt_length."""
+    from rlhfkit.models import generate
+    from rlhfkit.models.heads import normalize
+
+    prompts = read_prompts(cfg.eval_prompts)[: cfg.eval_samples]
+    gen = generate(
+        policy,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0.0,
+        max_prompt_tokens=cfg.max_prompt_length,
+    )
+    scores = normalize(raw_scores(reward_model, gen, device).unsqueeze(-1), rm_config)[:, 0]
+    return {
+        "reward": round(scores.mean().item(), 4),
+        "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
+        "length": round(gen.response_mask.sum(-1).float().mean().item(), 2),
+        "eos_share": round(gen.has_eos.float().mean().item(), 3),
+        "n": len(prompts),
+        "samples": [
+            {"prompt": p[-1]["content"][:200], "reply": t[:300]}
+            for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
+        ],
+    }

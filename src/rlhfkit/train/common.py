@@ -348,3 +348,23 @@ def per_token_kl_rewards(
     score_here = torch.where(has_tokens, score.to(rewards.dtype), torch.zeros_like(rewards[:, 0]))
     rewards = rewards.index_put((rows, last.clamp(min=0)), score_here, accumulate=True)
     return rewards, kl
+
+
+# ---------------------------------------------------------------- rollouts (prompt + response)
+
+
+def response_select(prompt_len: int, response_mask: torch.Tensor) -> torch.Tensor:
+    """For rollouts laid out as ``prompt (left-padded to P) + response (right-padded to R)``:
+    the positions whose logits predict response tokens, P-1 .. P+R-2 where the token is valid.
+    ``(b, R)`` -> ``(b, P+R)`` bool, for :class:`~rlhfkit.train.base.SelectiveLM`."""
+    b, r = response_mask.shape
+    select = torch.zeros((b, prompt_len + r), dtype=torch.bool, device=response_mask.device)
+    select[:, prompt_len - 1 : prompt_len + r - 1] = response_mask
+    return select
+
+
+def scatter_response(flat: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(n_valid,) values in row-major order back to (b, R), zero elsewhere."""
+    out = torch.zeros(response_mask.shape, dtype=flat.dtype, device=flat.device)
+    out[response_mask] = flat
+    return out

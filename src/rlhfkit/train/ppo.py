@@ -28,13 +28,16 @@ import torch
 
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
-from rlhfkit.models.heads import RewardModel, ValueModel, load_reward_model, normalize
+from rlhfkit.models.heads import ValueModel, normalize
 from rlhfkit.train.base import (
     SelectiveLM,
     TrainConfig,
     apply_lora,
     derive_batches,
     disable_dropout,
+    evaluate_policy,
+    fit_reward_normalization,
+    frozen_reward_model,
     make_accelerator,
     make_optimizer,
     read_prompts,
@@ -48,6 +51,8 @@ from rlhfkit.train.common import (
     masked_mean,
     masked_whiten,
     per_token_kl_rewards,
+    response_select,
+    scatter_response,
     seed_everything,
 )
 from rlhfkit.train.losses import ppo_policy_loss, ppo_value_loss
@@ -144,21 +149,6 @@ class Rollout:
     has_eos: torch.Tensor  # (b,)
 
 
-def response_select(prompt_len: int, response_mask: torch.Tensor) -> torch.Tensor:
-    """Positions whose logits predict response tokens: P-1 .. P+R-2 where the token is valid."""
-    b, r = response_mask.shape
-    select = torch.zeros((b, prompt_len + r), dtype=torch.bool, device=response_mask.device)
-    select[:, prompt_len - 1 : prompt_len + r - 1] = response_mask
-    return select
-
-
-def scatter_response(flat: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """(n_valid,) values in row-major order back to (b, R), zero elsewhere."""
-    out = torch.zeros(response_mask.shape, dtype=flat.dtype, device=flat.device)
-    out[response_mask] = flat
-    return out
-
-
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """log softmax(logits / T) at targets: (n, vocab), (n,) -> (n,)."""
     logits = logits.float() / temperature
@@ -184,12 +174,7 @@ def train(cfg: Config) -> Path:
     prompts = read_prompts(cfg.prompts, cfg.format)
     policy = load_policy(cfg.policy, seed=cfg.seed)
     tok = policy.tokenizer
-    rm = load_reward_model(cfg.reward)
-    if rm.tokenizer.get_vocab() != tok.get_vocab():
-        raise InputError(f"--reward {cfg.reward}: its tokenizer differs from the policy's")
-    reward_model = RewardModel(rm.model).to(device).eval()
-    for p in reward_model.parameters():
-        p.requires_grad_(False)
+    reward_model, rm = frozen_reward_model(cfg.reward, tok, device)
 
     # models: reference = frozen copy (or the policy with adapters disabled under LoRA);
     # value model initialised from the reward model (checklist point 10)
@@ -227,19 +212,9 @@ def train(cfg: Config) -> Path:
         rm.model.config.rlhfkit_reward = state["reward_norm"]
         run.truncate_metrics(start)
     elif cfg.normalize_samples:
-        sample = random.Random(cfg.seed).sample(prompts, min(cfg.normalize_samples, len(prompts)))
-        gen = generate(
-            gen_policy,
-            sample,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            max_prompt_tokens=cfg.max_prompt_length,
-            seed=cfg.seed,
+        fit_reward_normalization(
+            gen_policy, reward_model, rm.model.config, prompts, cfg.normalize_samples, cfg, device
         )
-        raw = _raw_scores(reward_model, gen, device)
-        norm = rm.model.config.rlhfkit_reward
-        norm["offset"] = [raw.mean().item()]
-        norm["scale"] = [max(raw.std().item(), 1e-6) if raw.numel() > 1 else 1.0]
     run.write_provenance(
         kind="ppo",
         inputs={
@@ -360,13 +335,6 @@ def train(cfg: Config) -> Path:
 
 
 @torch.no_grad()
-def _raw_scores(reward_model, gen, device) -> torch.Tensor:
-    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)
-    attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
-    return reward_model(ids, attn)[:, 0]  # (b,)
-
-
-@torch.no_grad()
 def make_rollout(
     gen, model, ref_lm, ref_ctx, reward_model, rm_config, cfg: Config, kl_ctl, device, micro: int
 ) -> Rollout:
@@ -431,29 +399,4 @@ def ppo_micro_step(model, ro: Rollout, rows, advantages, returns, cfg: Config) -
         "policy/entropy": entropy.item(),
         "val/clipfrac": vf["clipfrac"].item(),
         "val/error": vf["error"].item(),
-    }
-
-
-@torch.no_grad()
-def evaluate_policy(policy: Policy, reward_model, rm_config, cfg: Config, device) -> dict:
-    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts."""
-    prompts = read_prompts(cfg.eval_prompts)[: cfg.eval_samples]
-    gen = generate(
-        policy,
-        prompts,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=0.0,
-        max_prompt_tokens=cfg.max_prompt_length,
-    )
-    scores = normalize(_raw_scores(reward_model, gen, device).unsqueeze(-1), rm_config)[:, 0]
-    return {
-        "reward": round(scores.mean().item(), 4),
-        "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
-        "length": round(gen.response_mask.sum(-1).float().mean().item(), 2),
-        "eos_share": round(gen.has_eos.float().mean().item(), 3),
-        "n": len(prompts),
-        "samples": [
-            {"prompt": p[-1]["content"][:200], "reply": t[:300]}
-            for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
-        ],
     }
