@@ -74,6 +74,7 @@ def test_bias_json_on_hh(capsys, shared_data):
         ),
         ("agreement", "x.bin", "\x00\x01garbage", "binary data"),
         ("agreement", "x.jsonl", '{"item_id": 1, "rater_id": "a"}\n', ":1: missing label"),
+        ("agreement", "x.csv", "item_id,rater_id,label\n", "no annotations to analyse"),
         ("agreement", "x.jsonl", '{"item_id": 1, "rater_id": "a", "label": "x"}\n[1]\n', ":2:"),
         ("agreement", "x.jsonl", '{"prompt": "p", "chosen": "a", "rejected": "b"}\n', "rater_id"),
         ("bias", "x.jsonl", '{"chosen": "a", "rejected": "b"}\n', "expected a prompt key"),

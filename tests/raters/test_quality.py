@@ -212,3 +212,9 @@ def test_annotations_from_pairs_positions_and_missing_ids():
     assert labels[0] == labels[1] != labels[2]
     with pytest.raises(InputError, match="no rater_id or item_id"):
         annotations_from_pairs([PreferencePair([], "x", "y", source="f.jsonl:3")])
+
+
+def test_singly_rated_items_give_undefined_agreement_not_errors():
+    report = agreement_report(annotation_table([(1, "a", "x"), (2, "a", "y")]))
+    assert report["fleiss_kappa"] is None and report["krippendorff_alpha"] is None
+    assert report["percent_agreement"] is None and report["flagged_raters"] == []

@@ -208,10 +208,10 @@ def label_agreement(ann: pd.DataFrame) -> pd.DataFrame:
     c = _multi_rated(_counts(ann))
     x = c.to_numpy().astype(float)
     m = x.sum(axis=1, keepdims=True)
-    p = x.sum(axis=0) / x.sum()
     # Fleiss (1971) eq. for kappa_j, with each item's own rater count in place of a constant n.
     disagree = (x * (m - x) / (m - 1)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # no multi-rated items: NaN, not noise
+        p = x.sum(axis=0) / x.sum()
         kappa = 1 - disagree / (x.sum() * p * (1 - p))
         agree_pairs = (x * (x - 1)).sum(axis=0)
         specific = agree_pairs / (agree_pairs + (x * (m - x)).sum(axis=0))
@@ -374,7 +374,9 @@ def agreement_report(
         annotations = Annotations(annotation_table(annotations))
     ann = annotations.table
     if ann.empty:
-        raise InputError(f"{annotations.source or 'annotations'}: no annotations to analyse")
+        raise InputError(
+            f"{annotations.source or 'annotations'}: no annotations to analyse; expected rows of item_id, rater_id, label"
+        )
     items = item_agreement(ann)
     raters = rater_agreement(ann, margin=margin)
     ds = dawid_skene(ann, n_iter=n_iter)
