@@ -269,6 +269,7 @@ def _add_audit_commands(sub) -> None:
 def _add_beyond_ppo_commands(sub) -> None:
     _trainer(sub, "dpo", "dpo", "Direct preference optimisation (DPO or IPO) on preference pairs.")
     _trainer(sub, "kto", "kto", "KTO on unpaired thumbs up/down feedback (or split pairs).")
+    _trainer(sub, "rloo", "rloo", "RLOO: k samples per prompt, leave-one-out baseline, KL penalty.")
 
 
 # --- registry -----------------------------------------------------------------------------------
