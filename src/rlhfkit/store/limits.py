@@ -47,6 +47,8 @@ def text(
         raise InputError(f"{field}: {len(value)} characters, at most {limit} allowed")
     if "\x00" in value:
         raise InputError(f"{field}: contains a NUL character")
+    if not is_storable(value):
+        raise InputError(f"{field}: not valid Unicode text (lone surrogate)")
     return value
 
 
@@ -82,3 +84,12 @@ def label_set(value: Any, field: str = "label_set") -> list[str]:
     for name in names:
         text(name, f"{field} entry", LABEL)
     return names
+
+
+def is_storable(value: str) -> bool:
+    """True when both backends can store ``value`` (UTF-8 encodable, no NUL)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value

@@ -304,13 +304,12 @@ def submit_judgment(
 
 
 def _submit(conn: Connection, assignment_id: int, rater_id: int, data: JudgmentInput, now):
-    key = data.client_key
-    if isinstance(key, str) and len(key) <= limits.CLIENT_KEY:
-        prior = conn.execute(select(judgments).where(judgments.c.client_key == key)).first()
-        if prior is not None:
-            if prior.assignment_id == assignment_id and prior.rater_id == rater_id:
-                return judgment_public(prior), False
-            raise Conflict("client_key: already used for another task; use a fresh key per task")
+    key = limits.text(data.client_key, "client_key", limits.CLIENT_KEY)
+    prior = conn.execute(select(judgments).where(judgments.c.client_key == key)).first()
+    if prior is not None:
+        if prior.assignment_id == assignment_id and prior.rater_id == rater_id:
+            return judgment_public(prior), False
+        raise Conflict("client_key: already used for another task; use a fresh key per task")
     query = select(assignments).where(assignments.c.id == assignment_id)
     if not is_sqlite(conn):
         query = query.with_for_update()

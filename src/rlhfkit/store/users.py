@@ -76,6 +76,8 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, Any]
         return None
     if len(username) > limits.USERNAME or len(password) > limits.PASSWORD:
         return None
+    if not limits.is_storable(username):
+        return None
     with reading(engine) as conn:
         row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
     try:
@@ -96,6 +98,8 @@ def get_user(engine: Engine, user_id: int) -> dict[str, Any]:
 
 
 def find_user(engine: Engine, username: str) -> dict[str, Any] | None:
+    if not isinstance(username, str) or not limits.is_storable(username):
+        return None
     with reading(engine) as conn:
         row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
     return dict(row) if row else None
