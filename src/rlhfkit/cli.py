@@ -271,6 +271,24 @@ def _add_beyond_ppo_commands(sub) -> None:
     _trainer(sub, "kto", "kto", "KTO on unpaired thumbs up/down feedback (or split pairs).")
     _trainer(sub, "rloo", "rloo", "RLOO: k samples per prompt, leave-one-out baseline, KL penalty.")
 
+    def best_of_n(args):
+        from rlhfkit.config import config_from_args
+        from rlhfkit.train.best_of_n import Config, rejection_sample
+
+        _print_json(rejection_sample(config_from_args(Config, args)))
+
+    from rlhfkit.config import add_config_arguments
+    from rlhfkit.train.best_of_n import Config as BestOfNConfig
+
+    p = _command(
+        sub,
+        "best-of-n",
+        "Sample n replies per prompt, keep the reward model's best (demonstrations for"
+        " rejection-sampling fine-tuning); print the mean reward of best-of-k, k = 1..n, as JSON.",
+        best_of_n,
+    )
+    add_config_arguments(p, BestOfNConfig)
+
 
 # --- registry -----------------------------------------------------------------------------------
 
