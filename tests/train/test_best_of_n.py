@@ -23,8 +23,16 @@ def setup(tmp_path):
 
 def config(tmp_path, setup, **kw) -> best_of_n.Config:
     rm, prompts = setup
-    values = dict(policy="tiny", reward=str(rm), prompts=str(prompts), out=tmp_path / "bon",
-                  n=4, batch_size=4, max_new_tokens=6, temperature=1.0)
+    values = dict(
+        policy="tiny",
+        reward=str(rm),
+        prompts=str(prompts),
+        out=tmp_path / "bon",
+        n=4,
+        batch_size=4,
+        max_new_tokens=6,
+        temperature=1.0,
+    )
     values.update(kw)
     return best_of_n.Config(**values)
 
@@ -98,8 +106,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, setup, monke
     with open(tmp_path / "crashed" / best_of_n.SAMPLES, "a") as fh:
         fh.write('{"index": 8, "rew')
     monkeypatch.setattr(best_of_n, "generate", real_generate)
-    resumed = best_of_n.rejection_sample(config(tmp_path, setup, out=tmp_path / "crashed",
-                                                resume=True))
+    resumed = best_of_n.rejection_sample(
+        config(tmp_path, setup, out=tmp_path / "crashed", resume=True)
+    )
     assert resumed["best_of_k"] == whole["best_of_k"]
     assert samples(tmp_path / "crashed") == samples(tmp_path / "whole")
 
@@ -110,9 +119,25 @@ def test_cli_help_and_tiny_run_print_the_report(tmp_path, setup, capsys):
     assert exc.value.code == 0
     assert "--n " in capsys.readouterr().out
     rm, prompts = setup
-    code = main(["best-of-n", "--policy", "tiny", "--reward", str(rm), "--prompts", str(prompts),
-                 "--out", str(tmp_path / "cli"), "--n", "3", "--max-prompts", "2",
-                 "--max-new-tokens", "4"])
+    code = main(
+        [
+            "best-of-n",
+            "--policy",
+            "tiny",
+            "--reward",
+            str(rm),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "cli"),
+            "--n",
+            "3",
+            "--max-prompts",
+            "2",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prompts"] == 2 and len(report["best_of_k"]) == 3
@@ -132,11 +157,25 @@ def test_cli_help_and_tiny_run_print_the_report(tmp_path, setup, capsys):
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, setup, capsys, extra, message):
     rm, prompts = setup
-    files = {"MISSING": str(tmp_path / "nope.jsonl"),
-             "PAIRS": str(write_pairs(tmp_path / "pairs.jsonl", n=4))}
+    files = {
+        "MISSING": str(tmp_path / "nope.jsonl"),
+        "PAIRS": str(write_pairs(tmp_path / "pairs.jsonl", n=4)),
+    }
     extra = [files.get(x, x) for x in extra]
-    argv = ["best-of-n", "--policy", "tiny", "--reward", str(rm), "--prompts", str(prompts),
-            "--out", str(tmp_path / "bad"), "--max-new-tokens", "4", *extra]
+    argv = [
+        "best-of-n",
+        "--policy",
+        "tiny",
+        "--reward",
+        str(rm),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "bad"),
+        "--max-new-tokens",
+        "4",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

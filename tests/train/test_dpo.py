@@ -28,8 +28,17 @@ def pairs(tmp_path):
 
 
 def config(tmp_path, pairs, **kw) -> dpo.Config:
-    values = dict(model="tiny", data=str(pairs), out=tmp_path / "dpo", batch_size=8, grad_accum=2,
-                  lr=1e-3, max_steps=4, save_every=0, max_length=64)
+    values = dict(
+        model="tiny",
+        data=str(pairs),
+        out=tmp_path / "dpo",
+        batch_size=8,
+        grad_accum=2,
+        lr=1e-3,
+        max_steps=4,
+        save_every=0,
+        max_length=64,
+    )
     values.update(kw)
     return dpo.Config(**values)
 
@@ -41,8 +50,14 @@ def test_dpo_learns_logs_rewards_and_changes_every_parameter(tmp_path, pairs):
     # the first step runs before any update: policy == reference, so the loss is log 2 exactly
     assert rows[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert rows[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                "logps/chosen", "logps/rejected"):
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert key in rows[-1]
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
     assert rows[-1]["rewards/margins"] > 0
@@ -75,14 +90,17 @@ def test_cached_reference_logps_equal_a_fresh_computation(tmp_path, pairs):
     assert cached.shape == (len(records), 2)
     for i, pair in enumerate(records[:8]):
         enc = encode_pair(tok, pair, 64, [])
-        expected = [fresh_logps(policy.model, tok, enc.prompt, enc.chosen),
-                    fresh_logps(policy.model, tok, enc.prompt, enc.rejected)]
+        expected = [
+            fresh_logps(policy.model, tok, enc.prompt, enc.chosen),
+            fresh_logps(policy.model, tok, enc.prompt, enc.rejected),
+        ]
         assert cached[i].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-3)
 
 
 def test_ipo_starts_at_its_hand_value_and_lora_saves_adapters(tmp_path, pairs):
-    out = dpo.train(config(tmp_path, pairs, loss_type="ipo", beta=0.1, lora=True, max_steps=2,
-                           lr=1e-2))
+    out = dpo.train(
+        config(tmp_path, pairs, loss_type="ipo", beta=0.1, lora=True, max_steps=2, lr=1e-2)
+    )
     rows = metrics(out)
     assert rows[0]["train/loss"] == pytest.approx((0 - 1 / (2 * 0.1)) ** 2, rel=1e-5)
     assert rows[1]["train/loss"] != rows[0]["train/loss"]
@@ -105,8 +123,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, pairs, monke
     with pytest.raises(Crash):
         dpo.train(config(tmp_path, pairs, out=tmp_path / "crashed", save_every=2))
     monkeypatch.setattr(dpo, "save_checkpoint", real_save)
-    resumed = dpo.train(config(tmp_path, pairs, out=tmp_path / "crashed", save_every=2,
-                               resume=True))
+    resumed = dpo.train(
+        config(tmp_path, pairs, out=tmp_path / "crashed", save_every=2, resume=True)
+    )
     a, b = metrics(whole), metrics(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b, strict=True):
@@ -124,9 +143,25 @@ def test_cli_help_and_tiny_run(tmp_path, pairs, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--loss-type" in text and "--label-smoothing" in text and "--eval-fraction" in text
-    code = main(["dpo", "--model", "tiny", "--data", str(pairs), "--out", str(tmp_path / "cli"),
-                 "--batch-size", "4", "--max-steps", "1", "--max-length", "48",
-                 "--label-smoothing", "0.1"])
+    code = main(
+        [
+            "dpo",
+            "--model",
+            "tiny",
+            "--data",
+            str(pairs),
+            "--out",
+            str(tmp_path / "cli"),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "1",
+            "--max-length",
+            "48",
+            "--label-smoothing",
+            "0.1",
+        ]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["run"] == str(tmp_path / "cli")
     assert (tmp_path / "cli" / "model" / "config.json").exists()
@@ -145,8 +180,11 @@ def test_cli_help_and_tiny_run(tmp_path, pairs, capsys):
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, pairs, capsys, extra, message):
-    files = {"MISSING": str(tmp_path / "nope.jsonl"), "PAIRS": str(pairs),
-             "DEMOS": str(write_demos(tmp_path / "demos.jsonl"))}
+    files = {
+        "MISSING": str(tmp_path / "nope.jsonl"),
+        "PAIRS": str(pairs),
+        "DEMOS": str(write_demos(tmp_path / "demos.jsonl")),
+    }
     extra = [files.get(x, x) for x in extra]
     argv = ["dpo", "--model", "tiny", "--data", str(pairs), "--out", str(tmp_path / "bad"), *extra]
     assert main(argv) == 2

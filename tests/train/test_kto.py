@@ -30,9 +30,16 @@ def write_feedback(path, n_good=8, n_bad=16, seed=0):
     with open(path, "w", encoding="utf-8") as fh:
         for label, text in rows:
             prompt = " ".join(rng.choice(WORDS) for _ in range(3))
-            fh.write(json.dumps({"prompt": [{"role": "user", "content": prompt}],
-                                 "completion": [{"role": "assistant", "content": text}],
-                                 "label": label}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "prompt": [{"role": "user", "content": prompt}],
+                        "completion": [{"role": "assistant", "content": text}],
+                        "label": label,
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -42,8 +49,17 @@ def feedback(tmp_path):
 
 
 def config(tmp_path, data, **kw) -> kto.Config:
-    values = dict(model="tiny", data=str(data), out=tmp_path / "kto", batch_size=8, grad_accum=2,
-                  lr=1e-3, max_steps=4, save_every=0, max_length=48)
+    values = dict(
+        model="tiny",
+        data=str(data),
+        out=tmp_path / "kto",
+        batch_size=8,
+        grad_accum=2,
+        lr=1e-3,
+        max_steps=4,
+        save_every=0,
+        max_length=48,
+    )
     values.update(kw)
     return kto.Config(**values)
 
@@ -93,8 +109,12 @@ def test_reference_point_is_the_kl_of_mismatched_pairs(tmp_path, feedback):
     sampler = GlobalBatchSampler([0] * len(examples), derive_batches(8, 1, 1), 0)
     items = sampler.global_batch(1)
     with torch.no_grad():
-        logps = kto._logps(SelectiveLM(policy.model), [mismatched[i] for i in items],
-                           policy.tokenizer.pad_token_id, torch.device("cpu"))
+        logps = kto._logps(
+            SelectiveLM(policy.model),
+            [mismatched[i] for i in items],
+            policy.tokenizer.pad_token_id,
+            torch.device("cpu"),
+        )
     expected = max((logps - ref["mismatched"][items]).mean().item(), 0.0)
     assert expected > 0  # the policy has moved: a real check, not 0 == 0
     assert metrics(out)[1]["train/kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
@@ -102,8 +122,19 @@ def test_reference_point_is_the_kl_of_mismatched_pairs(tmp_path, feedback):
 
 def test_preference_pairs_need_split_pairs(tmp_path, capsys):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=8)
-    argv = ["kto", "--model", "tiny", "--data", str(pairs), "--batch-size", "4", "--max-steps",
-            "1", "--max-length", "48"]
+    argv = [
+        "kto",
+        "--model",
+        "tiny",
+        "--data",
+        str(pairs),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--max-length",
+        "48",
+    ]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert "--split-pairs" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
@@ -129,8 +160,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, feedback, mo
     with pytest.raises(Crash):
         kto.train(config(tmp_path, feedback, out=tmp_path / "crashed", save_every=2))
     monkeypatch.setattr(kto, "save_checkpoint", real_save)
-    resumed = kto.train(config(tmp_path, feedback, out=tmp_path / "crashed", save_every=2,
-                               resume=True))
+    resumed = kto.train(
+        config(tmp_path, feedback, out=tmp_path / "crashed", save_every=2, resume=True)
+    )
     a, b = metrics(whole), metrics(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b, strict=True):
@@ -148,8 +180,24 @@ def test_cli_help_and_tiny_run(tmp_path, feedback, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--split-pairs" in text and "--desirable-weight" in text
-    code = main(["kto", "--model", "tiny", "--data", str(feedback), "--out", str(tmp_path / "cli"),
-                 "--batch-size", "4", "--max-steps", "1", "--max-length", "32", "--lora"])
+    code = main(
+        [
+            "kto",
+            "--model",
+            "tiny",
+            "--data",
+            str(feedback),
+            "--out",
+            str(tmp_path / "cli"),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "1",
+            "--max-length",
+            "32",
+            "--lora",
+        ]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["run"] == str(tmp_path / "cli")
     assert (tmp_path / "cli" / "model" / "adapter_config.json").exists()
@@ -169,12 +217,22 @@ def test_cli_help_and_tiny_run(tmp_path, feedback, capsys):
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, feedback, capsys, extra, message):
-    files = {"MISSING": str(tmp_path / "nope.jsonl"),
-             "DEMOS": str(write_demos(tmp_path / "demos.jsonl", n=8)),
-             "ONECLASS": str(write_feedback(tmp_path / "good.jsonl", n_good=8, n_bad=0))}
+    files = {
+        "MISSING": str(tmp_path / "nope.jsonl"),
+        "DEMOS": str(write_demos(tmp_path / "demos.jsonl", n=8)),
+        "ONECLASS": str(write_feedback(tmp_path / "good.jsonl", n_good=8, n_bad=0)),
+    }
     extra = [files.get(x, x) for x in extra]
-    argv = ["kto", "--model", "tiny", "--data", str(feedback), "--out", str(tmp_path / "bad"),
-            *extra]
+    argv = [
+        "kto",
+        "--model",
+        "tiny",
+        "--data",
+        str(feedback),
+        "--out",
+        str(tmp_path / "bad"),
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

@@ -36,9 +36,20 @@ def setup(tmp_path):
 
 def config(tmp_path, setup, **kw) -> rloo.Config:
     rm, prompts = setup
-    values = dict(policy="tiny", reward=str(rm), prompts=str(prompts), out=tmp_path / "rloo",
-                  batch_size=8, group_size=4, max_steps=2, max_new_tokens=8, lr=1e-2,
-                  normalize_samples=4, missing_eos_penalty=None, temperature=1.0)
+    values = dict(
+        policy="tiny",
+        reward=str(rm),
+        prompts=str(prompts),
+        out=tmp_path / "rloo",
+        batch_size=8,
+        group_size=4,
+        max_steps=2,
+        max_new_tokens=8,
+        lr=1e-2,
+        normalize_samples=4,
+        missing_eos_penalty=None,
+        temperature=1.0,
+    )
     values.update(kw)
     return rloo.Config(**values)
 
@@ -47,8 +58,15 @@ def test_rloo_starts_at_zero_kl_and_changes_every_parameter(tmp_path, setup):
     out = rloo.train(config(tmp_path, setup, eval_prompts=str(setup[1]), eval_samples=4))
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("objective/scores", "objective/kl", "objective/rlhf_reward", "loss/policy",
-                "policy/entropy", "response/length", "response/eos_share"):
+    for key in (
+        "objective/scores",
+        "objective/kl",
+        "objective/rlhf_reward",
+        "loss/policy",
+        "policy/entropy",
+        "response/length",
+        "response/eos_share",
+    ):
         assert key in rows[0]
     assert rows[0]["objective/kl"] == 0.0  # policy == reference before the first update
     assert rows[1]["objective/kl"] != 0.0
@@ -95,8 +113,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, setup, monke
     with pytest.raises(Crash):
         rloo.train(config(tmp_path, setup, out=tmp_path / "crashed", max_steps=3, save_every=2))
     monkeypatch.setattr(rloo, "save_checkpoint", real_save)
-    resumed = rloo.train(config(tmp_path, setup, out=tmp_path / "crashed", max_steps=3,
-                                save_every=2, resume=True))
+    resumed = rloo.train(
+        config(tmp_path, setup, out=tmp_path / "crashed", max_steps=3, save_every=2, resume=True)
+    )
     a, b = metrics(whole), metrics(resumed)
     assert [r["step"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b, strict=True):
@@ -122,9 +141,29 @@ def test_cli_help_and_tiny_run(tmp_path, setup, capsys):
     assert exc.value.code == 0
     assert "--group-size" in capsys.readouterr().out
     rm, prompts = setup
-    code = main(["rloo", "--policy", "tiny", "--reward", str(rm), "--prompts", str(prompts),
-                 "--out", str(tmp_path / "cli"), "--batch-size", "4", "--group-size", "2",
-                 "--max-steps", "1", "--max-new-tokens", "4", "--normalize-samples", "0"])
+    code = main(
+        [
+            "rloo",
+            "--policy",
+            "tiny",
+            "--reward",
+            str(rm),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "cli"),
+            "--batch-size",
+            "4",
+            "--group-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--normalize-samples",
+            "0",
+        ]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["run"] == str(tmp_path / "cli")
     assert (tmp_path / "cli" / "model" / "config.json").exists()
@@ -146,11 +185,25 @@ def test_cli_help_and_tiny_run(tmp_path, setup, capsys):
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, setup, capsys, extra, message):
     rm, prompts = setup
-    files = {"MISSING": str(tmp_path / "nope.jsonl"),
-             "PAIRS": str(write_pairs(tmp_path / "pairs.jsonl", n=4))}
+    files = {
+        "MISSING": str(tmp_path / "nope.jsonl"),
+        "PAIRS": str(write_pairs(tmp_path / "pairs.jsonl", n=4)),
+    }
     extra = [files.get(x, x) for x in extra]
-    argv = ["rloo", "--policy", "tiny", "--reward", str(rm), "--prompts", str(prompts),
-            "--out", str(tmp_path / "bad"), "--max-new-tokens", "4", *extra]
+    argv = [
+        "rloo",
+        "--policy",
+        "tiny",
+        "--reward",
+        str(rm),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "bad"),
+        "--max-new-tokens",
+        "4",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
