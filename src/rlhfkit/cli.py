@@ -290,6 +290,91 @@ def _add_beyond_ppo_commands(sub) -> None:
     add_config_arguments(p, BestOfNConfig)
 
 
+# --- platform -----------------------------------------------------------------------------------
+
+
+def _add_platform_commands(sub) -> None:
+    def serve(args):
+        from rlhfkit.web.server import serve as run_server
+
+        run_server(host=args.host, port=args.port, workers=args.workers)
+
+    def db_upgrade(args):
+        from rlhfkit.store.migrate import upgrade
+
+        _print_json({"revision": upgrade(args.database_url)})
+
+    def create_user(args):
+        from rlhfkit.store.migrate import open_store
+        from rlhfkit.store.users import create_user as add_user
+
+        uid = add_user(open_store(args.database_url), args.username, args.password, args.role)
+        _print_json({"id": uid, "username": args.username, "role": args.role})
+
+    def export(args):
+        from rlhfkit.store import export as exports
+        from rlhfkit.store.ledger import export_ledger_csv
+        from rlhfkit.store.migrate import open_store
+        from rlhfkit.store.projects import resolve_project
+
+        engine = open_store(args.database_url)
+        pid = resolve_project(engine, args.project) if args.project else None
+        if args.what == "ledger":
+            n = export_ledger_csv(engine, args.out, project_id=pid, totals=args.totals)
+        elif pid is None:
+            raise InputError(f"export {args.what}: --project is required")
+        elif args.what == "preferences":
+            mix = exports.parse_target_mix(args.target_mix) if args.target_mix else None
+            n = exports.export_preferences(
+                engine, pid, args.out, include_ties=args.include_ties, target_mix=mix
+            )
+        else:
+            n = exports.export_demonstrations(engine, pid, args.out)
+        _print_json({"what": args.what, "records": n, "out": args.out})
+
+    db_help = "SQLAlchemy URL (default: RLHFKIT_DATABASE_URL or sqlite:///./rlhfkit.db)"
+    p = _command(sub, "serve", "Run the rater platform (migrates the database first).", serve)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (1 for SQLite)")
+
+    group = sub.add_parser("db", help="Platform database.", description="Platform database.")
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    db_sub = group.add_subparsers(dest="db_command", metavar="COMMAND")
+    p = _command(db_sub, "upgrade", "Apply the platform's migrations.", db_upgrade)
+    p.add_argument("--database-url", default=None, help=db_help)
+
+    group = sub.add_parser("admin", help="Platform accounts.", description="Platform accounts.")
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    admin_sub = group.add_subparsers(dest="admin_command", metavar="COMMAND")
+    p = _command(admin_sub, "create-user", "Create an account (e.g. the first admin).", create_user)
+    p.add_argument("--username", required=True, help="letters, digits, '.', '-', '_'")
+    p.add_argument("--password", required=True, help="at least 8 characters")
+    p.add_argument("--role", choices=["admin", "rater"], default="rater", help="account role")
+    p.add_argument("--database-url", default=None, help=db_help)
+
+    p = _command(
+        sub,
+        "export",
+        "Export preferences (TRL jsonl with rater ids, labels, group tags), demonstrations"
+        " (TRL prompt-completion jsonl) or the pay ledger (CSV).",
+        export,
+    )
+    p.add_argument(
+        "what", choices=["preferences", "demonstrations", "ledger"], help="what to export"
+    )
+    p.add_argument("--project", default=None, help="project id or name (optional for ledger)")
+    p.add_argument("--out", required=True, help="file to write (atomically)")
+    p.add_argument("--include-ties", action="store_true", help="preferences: keep ties")
+    p.add_argument(
+        "--target-mix",
+        default=None,
+        help="preferences: reweight rater groups, e.g. country=IN:0.5,US:0.5 (adds meta.weight)",
+    )
+    p.add_argument("--totals", action="store_true", help="ledger: totals per rater, not entries")
+    p.add_argument("--database-url", default=None, help=db_help)
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
@@ -299,6 +384,7 @@ GROUPS = [
     _add_data_commands,
     _add_audit_commands,
     _add_beyond_ppo_commands,
+    _add_platform_commands,
 ]
 
 

@@ -182,6 +182,8 @@ def export_preferences(
     try:
         from rlhfkit.data import write_preferences_jsonl
     except ImportError:
+        write_preferences_jsonl = None
+    if write_preferences_jsonl is None or not pairs:  # an empty export is an empty file
         _write_jsonl([_pair_record(p) for p in pairs], Path(out))
     else:
         write_preferences_jsonl(pairs, Path(out))
@@ -209,6 +211,8 @@ def export_demonstrations(engine: Engine, project_id: int, out: str | Path) -> i
     try:
         from rlhfkit.data import write_examples_jsonl
     except ImportError:
+        write_examples_jsonl = None
+    if write_examples_jsonl is None or not examples:
         _write_jsonl([_example_record(e) for e in examples], Path(out))
     else:
         write_examples_jsonl(examples, Path(out))

@@ -37,3 +37,10 @@ def current_revision(engine: Engine) -> str:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision() or ""
+
+
+def open_store(url: str | None = None) -> Engine:
+    """An engine on ``url`` (default: the settings' database) with migrations applied."""
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine

@@ -92,6 +92,18 @@ def get_project(engine: Engine, project_id: int) -> dict[str, Any]:
     return dict(row)
 
 
+def resolve_project(engine: Engine, ref: str | int) -> int:
+    """A project's id from its id or its name (as typed on the command line)."""
+    with reading(engine) as conn:
+        if isinstance(ref, int) or str(ref).isdigit():
+            row = conn.execute(select(projects.c.id).where(projects.c.id == int(ref))).first()
+        else:
+            row = conn.execute(select(projects.c.id).where(projects.c.name == str(ref))).first()
+    if row is None:
+        raise NotFound(f"project {ref!r}: no project with that id or name")
+    return row.id
+
+
 def list_projects(engine: Engine, member_id: int | None = None) -> list[dict[str, Any]]:
     """All projects, or those ``member_id`` was invited to."""
     query = select(projects).order_by(projects.c.id)
