@@ -43,7 +43,7 @@ def login_page(request: Request, error: str | None = None):
     data = session_of(request)
     if not data.get("csrf"):
         data = {"csrf": new_csrf()}
-    response = render(request, "login.html", {"csrf": data["csrf"]}, error=error)
+    response = render(request, "login.html", None, error=error, csrf=data["csrf"])
     _set_session(request, response, data)
     return response
 
