@@ -25,6 +25,10 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    full = make_engine(f"sqlite:///{tmp_path}/x.db?synchronous=full")
+    with full.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
 
 
 def test_default_url_comes_from_settings(tmp_path, monkeypatch):
@@ -34,7 +38,9 @@ def test_default_url_comes_from_settings(tmp_path, monkeypatch):
     assert (tmp_path / "from-env.db").exists()
 
 
-@pytest.mark.parametrize("url", ["", "nonsense", "mysql://u@h/db", "sqlite+foo://x"])
+@pytest.mark.parametrize(
+    "url", ["", "nonsense", "mysql://u@h/db", "sqlite+foo://x", "sqlite:///x.db?synchronous=off"]
+)
 def test_garbage_database_url_is_a_clear_error(url):
     with pytest.raises(InputError, match="database URL"):
         make_engine(url)

@@ -137,25 +137,24 @@ def _project_for(conn: Connection, project_id: int, rater_id: int):
     return project
 
 
-def _task(conn: Connection, assignment, project) -> Task:
-    item = conn.execute(select(items).where(items.c.id == assignment.item_id)).one()
+def _task(item, assignment_id: int, shown_order: str, issued_at, expires_at, project) -> Task:
     if item.task_type == "comparison":
         pair = {"A": item.response_a, "B": item.response_b}
-        responses = [{"id": side, "text": pair[side]} for side in assignment.shown_order]
+        responses = [{"id": side, "text": pair[side]} for side in shown_order]
     else:
         responses = []
     return Task(
-        assignment_id=assignment.id,
+        assignment_id=assignment_id,
         item_id=item.id,
         project_id=project.id,
         task_type=item.task_type,
         prompt=item.prompt,
         responses=responses,
-        shown_order=assignment.shown_order,
+        shown_order=shown_order,
         label_set=project.label_set,
         instructions=project.instructions,
-        issued_at=utc(assignment.issued_at),
-        expires_at=utc(assignment.expires_at),
+        issued_at=utc(issued_at),
+        expires_at=utc(expires_at),
     )
 
 
@@ -164,66 +163,86 @@ def next_task(
 ) -> Task | None:
     """The rater's open task in the project, or a newly issued one; None when nothing is left."""
     now = now or now_utc()
-    rng = rng or _rng
     with writing(engine) as conn:
-        project = _project_for(conn, project_id, rater_id)
-        if not is_sqlite(conn):
-            # Serialise one rater's own requests (two tabs) without blocking anyone else.
-            conn.execute(select(users.c.id).where(users.c.id == rater_id).with_for_update())
-        expire_stale(conn, now)
-        mine = conn.execute(
-            select(assignments)
-            .where(
-                assignments.c.rater_id == rater_id,
-                assignments.c.project_id == project_id,
-                assignments.c.status == "open",
-                assignments.c.expires_at > now,
-            )
-            .order_by(assignments.c.id)
-            .limit(1)
-        ).first()
-        if mine is not None:
-            return _task(conn, mine, project)
+        return _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng or _rng)
 
-        seen = exists().where(
-            assignments.c.item_id == items.c.id, assignments.c.rater_id == rater_id
-        )
-        candidates = select(items.c.id).where(items.c.project_id == project_id, ~seen)
-        ordinary = candidates.where(items.c.is_gold.is_(False), items.c.full.is_(False))
-        gold = candidates.where(items.c.is_gold.is_(True))
-        order = [gold, ordinary] if rng.random() < project.gold_share else [ordinary]
-        item_id = None
-        for query in order:
-            item_id = conn.execute(_lock(query.order_by(items.c.id).limit(1), conn)).scalar()
-            if item_id is not None:
-                break
-        if item_id is None:
-            return None
 
-        k = project.overlap_k
-        conn.execute(
-            update(items)
-            .where(items.c.id == item_id)
-            .values(
-                n_active=items.c.n_active + 1,
-                full=case((items.c.is_gold, False), else_=items.c.n_active + 1 >= k),
-            )
+_ITEM_COLUMNS = (
+    items.c.id,
+    items.c.task_type,
+    items.c.prompt,
+    items.c.response_a,
+    items.c.response_b,
+)
+
+
+def _issue(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task | None:
+    if not is_sqlite(conn):
+        # Serialise one rater's own requests (two tabs) without blocking anyone else.
+        conn.execute(select(users.c.id).where(users.c.id == rater_id).with_for_update())
+    expire_stale(conn, now)
+    mine = conn.execute(
+        select(assignments, *_ITEM_COLUMNS)
+        .join(items, items.c.id == assignments.c.item_id)
+        .where(
+            assignments.c.rater_id == rater_id,
+            assignments.c.project_id == project.id,
+            assignments.c.status == "open",
+            assignments.c.expires_at > now,
         )
-        assignment_id = conn.execute(
-            insert(assignments)
-            .values(
-                item_id=item_id,
-                rater_id=rater_id,
-                project_id=project_id,
-                issued_at=now,
-                expires_at=now + timedelta(seconds=project.assignment_ttl_s),
-                status="open",
-                shown_order=rng.choice(["AB", "BA"]),
-            )
-            .returning(assignments.c.id)
-        ).scalar_one()
-        row = conn.execute(select(assignments).where(assignments.c.id == assignment_id)).one()
-        return _task(conn, row, project)
+        .order_by(assignments.c.id)
+        .limit(1)
+    ).first()
+    if mine is not None:
+        item = _ItemView(mine.item_id, *mine[-4:])
+        return _task(item, mine.id, mine.shown_order, mine.issued_at, mine.expires_at, project)
+
+    seen = exists().where(assignments.c.item_id == items.c.id, assignments.c.rater_id == rater_id)
+    candidates = select(*_ITEM_COLUMNS).where(items.c.project_id == project.id, ~seen)
+    ordinary = candidates.where(items.c.is_gold.is_(False), items.c.full.is_(False))
+    gold = candidates.where(items.c.is_gold.is_(True))
+    order = [gold, ordinary] if rng.random() < project.gold_share else [ordinary]
+    item = None
+    for query in order:
+        item = conn.execute(_lock(query.order_by(items.c.id).limit(1), conn)).first()
+        if item is not None:
+            break
+    if item is None:
+        return None
+
+    conn.execute(
+        update(items)
+        .where(items.c.id == item.id)
+        .values(
+            n_active=items.c.n_active + 1,
+            full=case((items.c.is_gold, False), else_=items.c.n_active + 1 >= project.overlap_k),
+        )
+    )
+    shown_order = rng.choice(["AB", "BA"])
+    expires_at = now + timedelta(seconds=project.assignment_ttl_s)
+    assignment_id = conn.execute(
+        insert(assignments)
+        .values(
+            item_id=item.id,
+            rater_id=rater_id,
+            project_id=project.id,
+            issued_at=now,
+            expires_at=expires_at,
+            status="open",
+            shown_order=shown_order,
+        )
+        .returning(assignments.c.id)
+    ).scalar_one()
+    return _task(item, assignment_id, shown_order, now, expires_at, project)
+
+
+@dataclass
+class _ItemView:
+    id: int
+    task_type: str
+    prompt: list
+    response_a: str | None
+    response_b: str | None
 
 
 def _validate(data: JudgmentInput, task_type: str, label_set: list[str]) -> dict[str, Any]:
@@ -293,14 +312,41 @@ def submit_judgment(
     Returns ``(judgment, created)``; ``created`` is False when ``client_key`` was already used
     for this same assignment (a retry), in which case the first judgment is returned unchanged.
     """
+    judgment, created, _ = submit_and_next(
+        engine, assignment_id, rater_id, data, now=now, then_next=False
+    )
+    return judgment, created
+
+
+def submit_and_next(
+    engine: Engine,
+    assignment_id: int,
+    rater_id: int,
+    data: JudgmentInput,
+    *,
+    now: datetime | None = None,
+    then_next: bool = True,
+    rng=None,
+) -> tuple[dict[str, Any], bool, Task | None]:
+    """:func:`submit_judgment`, then :func:`next_task` in the same project, in one transaction
+    (one click on the rater's page: judge, see the next pair)."""
     now = now or now_utc()
+
+    def run(conn):
+        judgment, created = _submit(conn, assignment_id, rater_id, data, now)
+        following = None
+        if then_next:
+            project = _project_for(conn, judgment["project_id"], rater_id)
+            following = _issue(conn, project, rater_id, now, rng or _rng)
+        return judgment, created, following
+
     try:
         with writing(engine) as conn:
-            return _submit(conn, assignment_id, rater_id, data, now)
+            return run(conn)
     except IntegrityError:
         # A concurrent retry with the same key won the race on Postgres: return its result.
         with writing(engine) as conn:
-            return _submit(conn, assignment_id, rater_id, data, now)
+            return run(conn)
 
 
 def _submit(conn: Connection, assignment_id: int, rater_id: int, data: JudgmentInput, now):
@@ -381,4 +427,11 @@ def project_judgments(engine: Engine, project_id: int) -> list[dict]:
         return [judgment_public(r) for r in rows]
 
 
-__all__ = ["JudgmentInput", "Task", "expire_stale", "next_task", "submit_judgment"]
+__all__ = [
+    "JudgmentInput",
+    "Task",
+    "expire_stale",
+    "next_task",
+    "submit_and_next",
+    "submit_judgment",
+]

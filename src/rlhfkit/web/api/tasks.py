@@ -41,11 +41,10 @@ def submit(
 ) -> SubmitResult:
     """Record a judgment. The same ``client_key`` again returns the first result (200)."""
     data = queue.JudgmentInput(**body.model_dump())
-    judgment, created = queue.submit_judgment(engine, assignment_id, user["id"], data)
+    judgment, created, following = queue.submit_and_next(
+        engine, assignment_id, user["id"], data, then_next=next
+    )
     response.status_code = 201 if created else 200
-    following = None
-    if next:
-        following = queue.next_task(engine, judgment["project_id"], user["id"])
     return SubmitResult(
         judgment=JudgmentPublic(**judgment), created=created, next=task_public(following)
     )

@@ -1,0 +1,384 @@
+"""Load test of the rater platform: N concurrent simulated raters against a real server process
+on loopback, a kill -9 of the server in the middle, a restart, and the queue's invariants
+checked in the database afterwards.
+
+Each rater loops: ask for a task, submit a judgment with a fresh client key (asking for the
+next task in the same request). When the server dies mid-request the rater retries the same
+submission with the same key after the restart: idempotency must turn that into exactly one
+stored judgment. Afterwards:
+
+- lost: acknowledged judgments (HTTP 200/201 seen) missing from the database;
+- duplicated: an assignment or (item, rater) pair with more than one judgment;
+- over_k: ordinary items with more than k judgments.
+
+Usage::
+
+    python benchmarks/platform_load.py --raters 200 --seconds 60 --json
+    python benchmarks/platform_load.py --database-url postgresql://postgres@127.0.0.1/test --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Http:
+    """A minimal keep-alive HTTP/1.1 client: the load generator shares two cores with the
+    server, so it must cost far less per request than the server does."""
+
+    def __init__(self, port: int, token: str):
+        self.port = port
+        self.auth = f"Authorization: Bearer {token}\r\n"
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: dict | None = None):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self.auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        try:
+            self.writer.write(head.encode() + payload)
+            status_line = await self.reader.readline()
+            if not status_line:
+                raise ConnectionError("closed")
+            status = int(status_line.split()[1])
+            length = 0
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            data = await self.reader.readexactly(length) if length else b""
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            self.close()
+            raise ConnectionError("request failed") from None
+        return status, (json.loads(data) if data else None)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class Server:
+    def __init__(self, url: str, port: int, workers: int):
+        self.url, self.port, self.workers = url, port, workers
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rlhfkit.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env={**os.environ, "RLHFKIT_DATABASE_URL": self.url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so kill -9 reaches the workers
+        )
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return time.perf_counter() - t0
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit("server failed to start") from None
+                time.sleep(0.05)
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def setup(url: str, raters: int, items: int, k: int) -> tuple[int, list[tuple[int, str]]]:
+    from rlhfkit.store import ProjectSettings, add_items, create_project
+    from rlhfkit.store.migrate import open_store
+    from rlhfkit.store.projects import add_member
+    from rlhfkit.store.users import create_token, create_user
+
+    engine = open_store(url)
+    pid = create_project(
+        engine, ProjectSettings(name=f"load-{uuid.uuid4().hex[:6]}", overlap_k=k, gold_share=0.05)
+    )
+    rows = [
+        {
+            "prompt": f"Question {i}?",
+            "response_a": f"Answer {i} one",
+            "response_b": f"Answer {i} two",
+        }
+        for i in range(items)
+    ]
+    rows += [
+        {"prompt": f"Gold {i}", "response_a": "right", "response_b": "wrong", "gold": "A"}
+        for i in range(20)
+    ]
+    for start in range(0, len(rows), 5000):
+        add_items(engine, pid, rows[start : start + 5000])
+    people = []
+    for i in range(raters):
+        uid = create_user(engine, f"load{uuid.uuid4().hex[:8]}{i}", "load-password")
+        add_member(engine, pid, uid)
+        people.append((uid, create_token(engine, uid, "load")))
+    engine.dispose()
+    return pid, people
+
+
+async def rater(port, pid, token, stop_at, stats, acked, rng):
+    http = Http(port, token)
+    task = None
+    pending = None  # (assignment_id, body) of a submission whose answer we have not seen
+    while time.perf_counter() < stop_at:
+        try:
+            t0 = time.perf_counter()
+            if pending is not None:
+                aid, body = pending
+                status, data = await http.request(
+                    "POST", f"/api/v1/assignments/{aid}/judgment?next=true", body
+                )
+                stats["latency"].append(time.perf_counter() - t0)
+                if status in (200, 201):
+                    acked.append(body["client_key"])
+                    stats["created" if status == 201 else "replayed"] += 1
+                    task = data["next"]
+                elif status == 409:  # expired while the server was down: move on
+                    stats["conflicts"] += 1
+                    task = None
+                else:
+                    stats["errors"] += 1
+                    task = None
+                pending = None
+            elif task is None:
+                status, data = await http.request("POST", f"/api/v1/projects/{pid}/tasks/next")
+                stats["latency"].append(time.perf_counter() - t0)
+                if status == 204:
+                    stats["dry"] += 1
+                    return
+                if status != 200:
+                    stats["errors"] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                task = data
+            else:
+                choice = rng.choice(["A", "A", "B", "tie"])
+                body = {
+                    "client_key": uuid.uuid4().hex,
+                    "choice": choice,
+                    "time_on_task_ms": rng.randint(2000, 30000),
+                }
+                pending = (task["assignment_id"], body)
+                task = None
+        except ConnectionError:
+            stats["retries"] += 1
+            await asyncio.sleep(0.05)  # the server is down; keep `pending` and try again
+            if task is None and pending is None:
+                continue
+
+
+async def load(port, pid, people, seconds, stats, acked, seed):
+    stop_at = time.perf_counter() + seconds
+    rngs = [random.Random(seed + i) for i in range(len(people))]
+    await asyncio.gather(
+        *(
+            rater(port, pid, tok, stop_at, stats, acked, rng)
+            for (_, tok), rng in zip(people, rngs, strict=True)
+        )
+    )
+
+
+def check(url: str, pid: int, k: int, acked: list[str]) -> dict:
+    from rlhfkit.store import make_engine
+    from rlhfkit.store.schema import items, judgments
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        stored = set(
+            conn.execute(
+                select(judgments.c.client_key).where(judgments.c.project_id == pid)
+            ).scalars()
+        )
+        twice = conn.execute(
+            select(func.count()).select_from(
+                select(judgments.c.item_id, judgments.c.rater_id)
+                .where(judgments.c.project_id == pid)
+                .group_by(judgments.c.item_id, judgments.c.rater_id)
+                .having(func.count() > 1)
+                .subquery()
+            )
+        ).scalar_one()
+        per_assignment = conn.execute(
+            select(func.count()).select_from(
+                select(judgments.c.assignment_id)
+                .where(judgments.c.project_id == pid)
+                .group_by(judgments.c.assignment_id)
+                .having(func.count() > 1)
+                .subquery()
+            )
+        ).scalar_one()
+        over_k = conn.execute(
+            select(func.count()).select_from(
+                select(judgments.c.item_id)
+                .join(items, items.c.id == judgments.c.item_id)
+                .where(judgments.c.project_id == pid, items.c.is_gold.is_(False))
+                .group_by(judgments.c.item_id)
+                .having(func.count() > k)
+                .subquery()
+            )
+        ).scalar_one()
+        complete = conn.execute(
+            select(func.count()).where(
+                items.c.project_id == pid, items.c.n_done == k, items.c.is_gold.is_(False)
+            )
+        ).scalar_one()
+    engine.dispose()
+    acked_set = set(acked)
+    return {
+        "stored": len(stored),
+        "acknowledged": len(acked_set),
+        "lost": len(acked_set - stored),
+        # a key acknowledged twice is a replay of one judgment, not a duplicate row
+        "duplicated": twice + per_assignment,
+        "over_k": over_k,
+        "complete_items": complete,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--raters", type=int, default=200, help="concurrent simulated raters")
+    ap.add_argument("--seconds", type=float, default=60, help="length of the load")
+    ap.add_argument("--database-url", default=None, help="default: SQLite in a temp directory")
+    ap.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        help="write the result as JSON to this file ('-' or no value: stdout)",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes")
+    ap.add_argument("--items", type=int, default=None, help="ordinary items (default: plenty)")
+    ap.add_argument("--k", type=int, default=3, help="judgments per item")
+    ap.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.5,
+        help="kill -9 the server at this fraction of the run, then restart (0: never)",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    tmp = tempfile.mkdtemp(prefix="rlhfkit-load-")
+    url = args.database_url or f"sqlite:///{tmp}/load.db"
+    items = args.items or max(2000, int(args.raters * args.seconds * 4))
+    t0 = time.perf_counter()
+    pid, people = setup(url, args.raters, items, args.k)
+    setup_s = time.perf_counter() - t0
+    server = Server(url, _free_port(), args.workers)
+    server.start()
+    stats = {
+        "latency": [],
+        "created": 0,
+        "replayed": 0,
+        "conflicts": 0,
+        "errors": 0,
+        "retries": 0,
+        "dry": 0,
+    }
+    acked: list[str] = []
+    restart_s = None
+    t_start = time.perf_counter()
+
+    async def run():
+        nonlocal restart_s
+        job = asyncio.create_task(
+            load(server.port, pid, people, args.seconds, stats, acked, args.seed)
+        )
+        if args.kill_at > 0:
+            await asyncio.sleep(args.seconds * args.kill_at)
+            server.kill9()
+            restart_s = await asyncio.to_thread(server.start)
+        await job
+
+    asyncio.run(run())
+    elapsed = time.perf_counter() - t_start
+    server.stop()
+    invariants = check(url, pid, args.k, acked)
+    lat = sorted(stats["latency"])
+
+    def pct(p):
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+
+    backend = url.split(":", 1)[0].split("+")[0]
+    result = {
+        "backend": backend,
+        "workers": args.workers,
+        "raters": args.raters,
+        "seconds": round(elapsed, 2),
+        "judgments": stats["created"],
+        "judgments_per_s": round(stats["created"] / elapsed, 1),
+        "requests": len(lat),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "lost": invariants["lost"],
+        "duplicated": invariants["duplicated"],
+        "over_k_items": invariants["over_k"],
+        "complete_items": invariants["complete_items"],
+        "acknowledged": invariants["acknowledged"],
+        "stored": invariants["stored"],
+        "replayed_after_kill": stats["replayed"],
+        "expired_conflicts": stats["conflicts"],
+        "errors": stats["errors"],
+        "connection_retries": stats["retries"],
+        "killed_at_s": round(args.seconds * args.kill_at, 1) if args.kill_at > 0 else None,
+        "restart_s": round(restart_s, 2) if restart_s is not None else None,
+        "setup_s": round(setup_s, 1),
+        "cpus": os.cpu_count(),
+    }
+    summary = (
+        f"{backend} x{args.workers}: {result['judgments_per_s']} judgments/s, "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, lost {result['lost']}, "
+        f"duplicated {result['duplicated']}, over k {result['over_k_items']}"
+    )
+    print(summary, file=sys.stderr)
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    ok = result["lost"] == 0 and result["duplicated"] == 0 and result["over_k_items"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
