@@ -42,7 +42,7 @@ class TrainConfig:
     epochs: float = 1.0
     """Passes over the data (fractions allowed)."""
     max_steps: int = 0
-    """Stop after this many optimizer steps (0 = from epochs)."""
+    """Optimizer steps to run; overrides --epochs (0 = derive from --epochs)."""
     seed: int = 0
     """Seed for data order, initialisation and sampling."""
     lora: bool = False
@@ -84,17 +84,19 @@ def make_accelerator(cfg: TrainConfig):
 
     # We feed batches ourselves (see GlobalBatchSampler); Accelerate places tensors, wraps DDP
     # and handles mixed precision and checkpoint state.
+    # cpu=True when there is no GPU: only then does Accelerate set up gloo under torchrun
     return Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
         dataloader_config=DataLoaderConfiguration(split_batches=False),
     )
 
 
 def total_steps(n_items: int, cfg: TrainConfig) -> int:
-    steps = math.floor(n_items * cfg.epochs / cfg.batch_size)
+    """Optimizer steps: --max-steps when given (it overrides --epochs), else from the epochs."""
     if cfg.max_steps:
-        steps = min(steps, cfg.max_steps) if steps else cfg.max_steps
-    return max(steps, 1)
+        return cfg.max_steps
+    return max(math.floor(n_items * cfg.epochs / cfg.batch_size), 1)
 
 
 class GlobalBatchSampler:
@@ -295,3 +297,15 @@ def evaluate_policy(policy, reward_model, rm_config, cfg, device) -> dict:
             for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
         ],
     }
+
+
+def prepare(accelerator, model, optimizer, scheduler):
+    """Wrap model and optimizer for the processes; keep the scheduler our own.
+
+    Accelerate's scheduler wrapper steps once per process (it assumes each process consumed its
+    own batch); our ``--batch-size`` is already global, so that would decay the learning rate
+    N times too fast on N processes. The scheduler is registered for checkpointing instead.
+    """
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    return model, optimizer, scheduler

@@ -40,6 +40,7 @@ from rlhfkit.train.base import (
     frozen_reward_model,
     make_accelerator,
     make_optimizer,
+    prepare,
     read_prompts,
 )
 from rlhfkit.train.common import (
@@ -192,7 +193,7 @@ def train(cfg: Config) -> Path:
     model = PolicyAndValue(SelectiveLM(lm), ValueModel(value_body))
     model.train()
     optimizer, scheduler = make_optimizer(model, cfg, cfg.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         if cfg.adaptive_kl

@@ -35,6 +35,7 @@ from rlhfkit.train.base import (
     disable_dropout,
     make_accelerator,
     make_optimizer,
+    prepare,
     total_steps,
 )
 from rlhfkit.train.common import seed_everything
@@ -211,7 +212,7 @@ def train(cfg: Config) -> Path:
     body.train()
     model = RewardModel(body)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     start = 0
     if cfg.resume and (state := load_checkpoint(accelerator, run)) is not None:
         start = state["step"]
@@ -290,7 +291,6 @@ def train(cfg: Config) -> Path:
             summary["eval_data"] = evaluate_pairs(
                 scorer, extra, tok.pad_token_id, accelerator.device
             )
-        run.log(steps, {f"eval/{k}": v for k, v in summary.get("heldout", {}).items()})
         (run.dir / "eval.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         to_save = body.merge_and_unload() if cfg.lora else body
         run.save_model(to_save, tok)

@@ -30,6 +30,7 @@ from rlhfkit.train.base import (
     disable_dropout,
     make_accelerator,
     make_optimizer,
+    prepare,
     total_steps,
 )
 from rlhfkit.train.common import seed_everything
@@ -88,7 +89,7 @@ def train(cfg: Config) -> Path:
     lm.train()
     model = SelectiveLM(lm)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     start = 0
     if cfg.resume and (state := load_checkpoint(accelerator, run)) is not None:
         start = state["step"]
