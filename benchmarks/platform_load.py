@@ -114,6 +114,19 @@ class Server:
                     raise SystemExit("server failed to start") from None
                 time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's process group (Linux /proc)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:  # process group id
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def kill9(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
@@ -307,6 +320,7 @@ def main(argv=None) -> int:
     setup_s = time.perf_counter() - t0
     server = Server(url, _free_port(), args.workers)
     server.start()
+    cpu_at_start = server.cpu_seconds()
     stats = {
         "latency": [],
         "created": 0,
@@ -333,6 +347,7 @@ def main(argv=None) -> int:
 
     asyncio.run(run())
     elapsed = time.perf_counter() - t_start
+    server_cpu = server.cpu_seconds() - (cpu_at_start if args.kill_at == 0 else 0)
     server.stop()
     invariants = check(url, pid, args.k, acked)
     lat = sorted(stats["latency"])
@@ -364,12 +379,18 @@ def main(argv=None) -> int:
         "killed_at_s": round(args.seconds * args.kill_at, 1) if args.kill_at > 0 else None,
         "restart_s": round(restart_s, 2) if restart_s is not None else None,
         "setup_s": round(setup_s, 1),
+        # robust to other load on the machine: server CPU per judgment (after any restart)
+        "server_cpu_s": round(server_cpu, 2),
+        "server_cpu_ms_per_judgment": round(server_cpu * 1000 / max(1, stats["created"]), 2)
+        if args.kill_at == 0
+        else None,
         "cpus": os.cpu_count(),
     }
     summary = (
         f"{backend} x{args.workers}: {result['judgments_per_s']} judgments/s, "
         f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, lost {result['lost']}, "
-        f"duplicated {result['duplicated']}, over k {result['over_k_items']}"
+        f"duplicated {result['duplicated']}, over k {result['over_k_items']}, "
+        f"server CPU {result['server_cpu_ms_per_judgment']} ms/judgment"
     )
     print(summary, file=sys.stderr)
     if args.json == "-":
