@@ -379,6 +379,57 @@ def _add_platform_commands(sub) -> None:
     p.add_argument("--database-url", default=None, help=db_help)
 
 
+# --- report -------------------------------------------------------------------------------------
+
+
+def _add_report_commands(sub) -> None:
+    def report(args):
+        from rlhfkit.report import build_report, write_report
+
+        url = args.database_url
+        if url == "" or (url is None and args.project):
+            from rlhfkit.settings import get_settings
+
+            url = get_settings().database_url
+        data = build_report(args.runs, database_url=url, project=args.project, scorers=args.scorer)
+        path = write_report(data, args.out) if args.out or not args.json else None
+        _print_json(data.to_dict() if args.json else {"report": str(path), "runs": data.runs})
+
+    p = _command(
+        sub,
+        "report",
+        "Transparency report: one offline HTML page on how a model was trained (base model,"
+        " demonstrations, raters, their biases, reward model, personality, curves, refusals,"
+        " replies before and after), following the runs' parent links; every number links to"
+        " its source.",
+        report,
+    )
+    p.add_argument(
+        "runs", metavar="RUN", nargs="+", help="run directories (their parents are found)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="the HTML file to write (default: report.html; with --json, only when given)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report's data as one JSON object")
+    p.add_argument(
+        "--database-url",
+        nargs="?",
+        const="",
+        default=None,
+        help="read raters, pay and judgments from this store (alone: RLHFKIT_DATABASE_URL);"
+        " without it the store is not read",
+    )
+    p.add_argument("--project", default=None, help="the store's project (id or name)")
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=[],
+        help="add a personality attribute to the raters' bias profile; repeatable",
+    )
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
@@ -389,6 +440,7 @@ GROUPS = [
     _add_audit_commands,
     _add_beyond_ppo_commands,
     _add_platform_commands,
+    _add_report_commands,
 ]
 
 
