@@ -266,6 +266,122 @@ def _add_audit_commands(sub) -> None:
         help="profile raters with at least this many decided judgments",
     )
 
+    def propagation(args):
+        from rlhfkit.raters.propagation import audit_propagation, format_propagation
+
+        report = audit_propagation(
+            args.runs,
+            prompts=args.prompts,
+            probes=args.probes,
+            attributes=args.attribute or None,
+            n_prompts=args.n_prompts,
+            samples=args.samples,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            out=args.out,
+        )
+        _print_json(report) if args.json else print(format_propagation(report))
+
+    p = _command(
+        audit_sub,
+        "propagation",
+        "Follow each attribute's bias through the stages of a run: the raters' choices (bias"
+        " profile of the reward run's preference data), the reward model (its preference on probe"
+        " pairs that differ in one attribute) and the policy (shift of its replies' attributes"
+        " from the reference policy on held-out prompts), with 95%% CIs; table and one plot per"
+        " attribute.",
+        propagation,
+    )
+    p.add_argument(
+        "runs", metavar="RUN", nargs="+", help="PPO (or other policy) or reward run directories"
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        help="held-out prompts for the policy stage (default: the run's eval prompts)",
+    )
+    p.add_argument(
+        "--probes", default=None, help="probe set YAML (default: configs/probes/default.yaml)"
+    )
+    p.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        help="attribute to follow (length, politeness, hedging, refusal, formatting, ...);"
+        " repeatable (default: those five)",
+    )
+    p.add_argument("--n-prompts", type=int, default=64, help="held-out prompts to answer")
+    p.add_argument("--samples", type=int, default=2, help="sampled replies per prompt and policy")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="longest reply (default: the run's)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument(
+        "--out", default=None, help="directory for propagation.json/.txt and one PNG per attribute"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+# --- raters -------------------------------------------------------------------------------------
+
+
+def _add_raters_commands(sub) -> None:
+    def simulate(args):
+        import os
+
+        from rlhfkit.raters.personas import load_pool
+        from rlhfkit.raters.simulate import simulate_pool
+
+        admin = args.admin_token or os.environ.get("RLHFKIT_ADMIN_TOKEN") or None
+        _print_json(
+            simulate_pool(
+                load_pool(args.pool),
+                args.server,
+                args.project,
+                None if args.rater_token else admin,
+                args.max_tasks,
+                args.seed,
+                rater_tokens=args.rater_token or None,
+                time_scale=args.time_scale,
+            )
+        )
+
+    group = sub.add_parser(
+        "raters", help="Simulated rater pools.", description="Simulated rater pools."
+    )
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    raters_sub = group.add_subparsers(dest="raters_command", metavar="COMMAND")
+    p = _command(
+        raters_sub,
+        "simulate",
+        "Let a simulated rater pool work on a project through the platform's HTTP API (accounts,"
+        " login, next task, judgment with labels, strength and time); print a JSON summary.",
+        simulate,
+    )
+    p.add_argument("--pool", required=True, help="pool YAML (see configs/pools/)")
+    p.add_argument("--server", required=True, help="platform URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--project", required=True, type=int, help="project id")
+    p.add_argument(
+        "--admin-token",
+        default=None,
+        help="admin API token that creates the raters (default: $RLHFKIT_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--rater-token",
+        action="append",
+        default=[],
+        help="use this existing rater's token instead of creating accounts; repeatable",
+    )
+    p.add_argument("--max-tasks", type=int, default=None, help="stop after N judgments in all")
+    p.add_argument("--seed", type=int, default=0, help="seed of the raters' choices")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.0,
+        help="sleep this fraction of each simulated second on task (0: no sleeping)",
+    )
+
+
 
 # --- beyond PPO ---------------------------------------------------------------------------------
 
@@ -438,6 +554,7 @@ GROUPS = [
     _add_personality_commands,
     _add_data_commands,
     _add_audit_commands,
+    _add_raters_commands,
     _add_beyond_ppo_commands,
     _add_platform_commands,
     _add_report_commands,
