@@ -190,4 +190,4 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, pairs, capsys, extra, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "bad" / "model").exists()
+    assert not (tmp_path / "bad").exists()  # nothing half-written

@@ -184,15 +184,15 @@ def train(cfg: Config) -> Path:
     accelerator = make_accelerator(cfg)
     batches = derive_batches(cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
     seed_everything(cfg.seed)
-    run = Run(cfg.out, cfg, is_main=accelerator.is_main_process, resume=cfg.resume)
     ipo = cfg.loss_type == "ipo"
 
-    # 1. data
+    # 1. data (read and checked before the run directory is touched)
     pairs = read_preferences(cfg.data, cfg.format)
     judged = [p for p in pairs if not p.tie]
     train_pairs, held_pairs = split_holdout(judged, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
         raise InputError(f"{cfg.data}: no preference pairs to train on (ties are skipped)")
+    run = Run(cfg.out, cfg, is_main=accelerator.is_main_process, resume=cfg.resume)
     policy = load_policy(cfg.model, seed=cfg.seed)
     tok = policy.tokenizer
     encoded = [encode_pair(tok, p, cfg.max_length, []) for p in train_pairs]
