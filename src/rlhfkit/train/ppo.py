@@ -3,7 +3,8 @@
 Every point of docs/ppo-checklist.md, read top to bottom. One iteration:
 
 1. generate: sample responses at temperature T (left-padded prompts, KV cache), cut after EOS
-2. score: reward model on the final real token; responses without EOS get a fixed penalty score
+2. score: the reward function (a reward model on the final real token, or a personality's
+   composite reward, see rlhfkit.train.rewards); responses without EOS get a fixed penalty score
 3. log-probs of policy and reference (logits divided by T), values from the value model
 4. rewards: -kl_coef * (logp - ref_logp) on every response token, the score on the last one
 5. advantages: GAE (gamma 1, lambda 0.95), whitened over valid tokens
@@ -13,6 +14,7 @@ Example::
 
     from rlhfkit.train.ppo import Config, train
     train(Config(policy="runs/sft/model", reward="runs/rm/model", prompts="prompts.jsonl"))
+    train(Config(policy="runs/sft/model", reward="personality:concise", prompts="prompts.jsonl"))
 """
 
 from __future__ import annotations
@@ -28,16 +30,13 @@ import torch
 
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
-from rlhfkit.models.heads import ValueModel, normalize
+from rlhfkit.models.heads import ValueModel
 from rlhfkit.train.base import (
     SelectiveLM,
     TrainConfig,
     apply_lora,
     derive_batches,
     disable_dropout,
-    evaluate_policy,
-    fit_reward_normalization,
-    frozen_reward_model,
     make_accelerator,
     make_optimizer,
     prepare,
@@ -57,6 +56,14 @@ from rlhfkit.train.common import (
     seed_everything,
 )
 from rlhfkit.train.losses import ppo_policy_loss, ppo_value_loss
+from rlhfkit.train.rewards import (
+    RewardFunction,
+    evaluate_policy,
+    fit_normalization,
+    load_reward,
+    normalize_raw,
+    value_model_init,
+)
 from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpoint
 
 
@@ -67,7 +74,11 @@ class Config(TrainConfig):
     policy: str = "default"
     """Policy to optimise (usually the SFT model); also the reference."""
     reward: str = ""
-    """Reward model directory (written by `rlhfkit reward train`); initialises the value model."""
+    """Reward model directory (written by `rlhfkit reward train`), or a personality spec:
+    personality:NAME or SPEC.yaml, with @RM_DIR when the spec weighs head:LABEL terms."""
+    value_init: str | None = None
+    """Model the value model starts from (default: the reward model; with a personality reward,
+    the policy's body with a fresh head)."""
     prompts: str = ""
     """Prompts: any supported file (its prompts are used; responses ignored)."""
     format: str | None = None
@@ -159,7 +170,7 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
 def train(cfg: Config) -> Path:
     """Run PPO; returns the run directory (model/ is the trained policy)."""
     if not cfg.reward:
-        raise InputError("--reward: a reward model directory is required")
+        raise InputError("--reward: a reward model directory or personality:NAME is required")
     if not cfg.prompts:
         raise InputError("--prompts: a prompts file is required")
     accelerator = make_accelerator(cfg)
@@ -175,10 +186,10 @@ def train(cfg: Config) -> Path:
     prompts = read_prompts(cfg.prompts, cfg.format)
     policy = load_policy(cfg.policy, seed=cfg.seed)
     tok = policy.tokenizer
-    reward_model, rm = frozen_reward_model(cfg.reward, tok, device)
+    reward = load_reward(cfg.reward, tok, device)
 
     # models: reference = frozen copy (or the policy with adapters disabled under LoRA);
-    # value model initialised from the reward model (checklist point 10)
+    # value model initialised from the reward model (checklist point 10) or --value-init
     lm = policy.model
     disable_dropout(lm)
     ref = None
@@ -188,7 +199,7 @@ def train(cfg: Config) -> Path:
         ref = copy.deepcopy(lm).eval().to(device)
         for p in ref.parameters():
             p.requires_grad_(False)
-    value_body = copy.deepcopy(rm.model)
+    value_body = value_model_init(reward, cfg.value_init, cfg.policy)
     disable_dropout(value_body)
     model = PolicyAndValue(SelectiveLM(lm), ValueModel(value_body))
     model.train()
@@ -210,26 +221,22 @@ def train(cfg: Config) -> Path:
     if state is not None:
         start = state["step"]
         kl_ctl.value = state["kl_coef"]
-        rm.model.config.rlhfkit_reward = state["reward_norm"]
+        reward.normalization = state["reward_norm"]
         run.truncate_metrics(start)
     elif cfg.normalize_samples:
-        fit_reward_normalization(
-            gen_policy, reward_model, rm.model.config, prompts, cfg.normalize_samples, cfg, device
-        )
+        fit_normalization(reward, gen_policy, prompts, cfg.normalize_samples, cfg, device)
     run.write_provenance(
         kind="ppo",
         inputs={
             "policy": describe_input(cfg.policy),
-            "reward": describe_input(cfg.reward),
+            "reward": reward.provenance(),
             "prompts": describe_input(cfg.prompts),
         },
-        extra={"prompts": len(prompts), "reward_normalization": rm.model.config.rlhfkit_reward},
+        extra={"prompts": len(prompts), "reward_normalization": reward.normalization},
     )
     evaluation = {}
     if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
-        evaluation["before"] = evaluate_policy(
-            gen_policy, reward_model, rm.model.config, cfg, device
-        )
+        evaluation["before"] = evaluate_policy(gen_policy, reward, cfg, device)
 
     rng = random.Random(cfg.seed * 7919 + accelerator.process_index)
     for step in range(start, cfg.max_steps):
@@ -249,16 +256,7 @@ def train(cfg: Config) -> Path:
             seed=cfg.seed * 1_000_003 + step * 101 + accelerator.process_index,
         )
         ro = make_rollout(
-            gen,
-            model,
-            ref_lm,
-            ref_policy_ctx,
-            reward_model,
-            rm.model.config,
-            cfg,
-            kl_ctl,
-            device,
-            micro,
+            gen, mine, model, ref_lm, ref_policy_ctx, reward, cfg, kl_ctl, device, micro
         )
 
         # 4. rewards with the KL penalty, 5. advantages
@@ -319,15 +317,13 @@ def train(cfg: Config) -> Path:
                 accelerator,
                 run,
                 step + 1,
-                {"kl_coef": kl_ctl.value, "reward_norm": rm.model.config.rlhfkit_reward},
+                {"kl_coef": kl_ctl.value, "reward_norm": reward.normalization},
             )
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if cfg.eval_prompts:
-            evaluation["after"] = evaluate_policy(
-                gen_policy, reward_model, rm.model.config, cfg, device
-            )
+            evaluation["after"] = evaluate_policy(gen_policy, reward, cfg, device)
             (run.dir / "eval.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
         lm = inner.policy.lm
         run.save_model(lm.merge_and_unload() if cfg.lora else lm, tok)
@@ -337,7 +333,16 @@ def train(cfg: Config) -> Path:
 
 @torch.no_grad()
 def make_rollout(
-    gen, model, ref_lm, ref_ctx, reward_model, rm_config, cfg: Config, kl_ctl, device, micro: int
+    gen,
+    prompts,
+    model,
+    ref_lm,
+    ref_ctx,
+    reward: RewardFunction,
+    cfg: Config,
+    kl_ctl,
+    device,
+    micro: int,
 ) -> Rollout:
     """2. score and 3. log-probs/values for a generated batch, in micro-batch chunks identical
     to the first update epoch's (so the recomputed log-probs match bit for bit)."""
@@ -364,8 +369,7 @@ def make_rollout(
         ref_logprobs[sl] = scatter_response(
             token_logprobs(ref_logits, targets, cfg.temperature), response_mask[sl]
         )
-    raw = reward_model(ids, attn)[:, 0]
-    scores = normalize(raw.unsqueeze(-1), rm_config)[:, 0]
+    scores = normalize_raw(reward.raw(prompts, gen.texts, ids, attn), reward.normalization)
     if cfg.reward_clip:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     has_eos = gen.has_eos.to(device)
