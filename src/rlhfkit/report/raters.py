@@ -361,7 +361,12 @@ def _bias(pairs: list[PreferencePair], section: Section, source: str, scorers) -
                 Fact("low", c.ci_low, src(f"coefficients.{name}")),
                 Fact("high", c.ci_high, src(f"coefficients.{name}")),
                 Fact("p", c.p_value, src(f"coefficients.{name}")),
-                Fact("typical", c.estimate * c.diff_sd, src(f"coefficients.{name}")),
+                # position is an intercept (always 1): its typical effect is the estimate
+                Fact(
+                    "typical",
+                    c.estimate if name == "position" else c.estimate * c.diff_sd,
+                    src(f"coefficients.{name}"),
+                ),
             ]
         )
     section.tables.append(
