@@ -79,6 +79,60 @@ def _add_personality_commands(sub) -> None:
     p.add_argument("--text-field", required=True, help="the column or field holding the text")
     p.add_argument("--out", default=None, help="write the JSON lines here instead of stdout")
 
+    def train_personality(args):
+        from rlhfkit.config import config_from_args
+        from rlhfkit.personality.training import Config, train_personality
+
+        _print_json({"run": str(train_personality(config_from_args(Config, args)))})
+
+    def compare(args):
+        from rlhfkit.personality.compare import compare_runs, format_comparison
+
+        report = compare_runs(
+            args.runs,
+            args.prompts,
+            n_prompts=args.n_prompts,
+            max_new_tokens=args.max_new_tokens,
+            samples=args.samples,
+        )
+        _print_json(report) if args.json else print(format_comparison(report))
+
+    group = sub.add_parser(
+        "personality",
+        help="Train personalities from specs and compare their attribute profiles.",
+        description="Train personalities from specs and compare their attribute profiles.",
+    )
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    personality_sub = group.add_subparsers(dest="personality_command", metavar="COMMAND")
+    p = _command(
+        personality_sub,
+        "train",
+        "Build a spec's composite reward and train the policy towards it (PPO, or DPO on pairs"
+        " the composite reward ranked); print the run directory as JSON.",
+        train_personality,
+    )
+    if _WANTED is None or "personality" in _WANTED:
+        from rlhfkit.config import add_config_arguments
+        from rlhfkit.personality.training import Config as PersonalityConfig
+
+        p.add_argument(
+            "spec", metavar="SPEC", help="built-in spec name (concise, ...) or a spec YAML file"
+        )
+        add_config_arguments(p, PersonalityConfig, skip=("spec",))
+    p = _command(
+        personality_sub,
+        "compare",
+        "Attribute profile (mean score per attribute, 95%% CI) of each run's replies to the same"
+        " held-out prompts, side by side, with sample replies.",
+        compare,
+    )
+    p.add_argument("runs", metavar="RUN", nargs="+", help="run directories or model names")
+    p.add_argument("--prompts", required=True, help="held-out prompts: any supported data file")
+    p.add_argument("--n-prompts", type=int, default=40, help="how many prompts to answer")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens")
+    p.add_argument("--samples", type=int, default=3, help="sample replies shown per run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
 
 # --- training -----------------------------------------------------------------------------------
 
@@ -380,7 +434,6 @@ def _add_raters_commands(sub) -> None:
         default=0.0,
         help="sleep this fraction of each simulated second on task (0: no sleeping)",
     )
-
 
 
 # --- beyond PPO ---------------------------------------------------------------------------------

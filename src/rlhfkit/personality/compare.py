@@ -1,0 +1,196 @@
+"""Side by side: the attribute profile of several trained personalities on held-out prompts.
+
+Each run's policy (``RUN/model``, or any model name: ``default``, a directory, ``tiny``) answers
+the same prompts greedily; every reply is scored on every attribute; the profile is the mean
+score per attribute with a 95 % confidence interval (Student's t over prompts). Prompts a run
+was trained on (``prompts`` in its ``config.yaml`` or ``personality.json``) are left out, so the
+profile is measured on held-out prompts.
+
+Example::
+
+    report = compare_runs(["runs/personality-concise-ppo", "runs/personality-warm-and-polite-ppo"],
+                          prompts="heldout.jsonl", n_prompts=40)
+    print(format_comparison(report))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhfkit.errors import InputError
+from rlhfkit.personality.scorers import ATTRIBUTES, score_all
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean and a ``level`` Student-t confidence interval: ``{"mean", "low", "high", "n"}``.
+
+    Example::
+
+        >>> mean_ci([0.2, 0.4, 0.6])["mean"]
+        0.4
+    """
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        raise InputError("no values to summarise")
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "low": mean, "high": mean, "n": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def _run_info(run: str) -> tuple[str, str, dict[str, Any]]:
+    """(label, model to load, personality.json or {}) for a run directory or a model name."""
+    path = Path(run)
+    if not path.exists() and run not in ("default", "tiny") and not _HUB_ID.match(run):
+        raise InputError(
+            f"{run}: no such run directory (expected a run, a model directory,"
+            " default, tiny or a hub id)"
+        )
+    info: dict[str, Any] = {}
+    if path.is_dir() and (path / "personality.json").is_file():
+        try:
+            info = json.loads((path / "personality.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path / 'personality.json'}: not valid JSON") from None
+    if path.is_dir() and (path / "model").is_dir():
+        model = str(path / "model")
+    elif path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"{run}: not a run directory (no model/) nor a model directory")
+    else:
+        model = run
+    label = info.get("personality") or (path.name if path.is_dir() else run)
+    return label, model, info
+
+
+def _training_prompts(run: str) -> set[str]:
+    """The prompts file a run trained on (from its config.yaml), as a set of user turns."""
+    from rlhfkit.train.base import read_prompts
+
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        return set()
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return set()
+    source = data.get("prompts") if isinstance(data, dict) else None
+    if not source or not Path(source).is_file():
+        return set()
+    return {repr(p) for p in read_prompts(source)}
+
+
+def compare_runs(
+    runs: list[str],
+    prompts: str,
+    *,
+    n_prompts: int = 40,
+    max_new_tokens: int = 64,
+    samples: int = 3,
+    exclude_training_prompts: bool = True,
+) -> dict[str, Any]:
+    """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
+    held-out prompts, plus ``samples`` example replies per run. Example in the module docstring.
+    """
+    from rlhfkit.models import generate_replies, load_policy
+    from rlhfkit.train.base import read_prompts
+
+    if not runs:
+        raise InputError("name at least one run to compare")
+    infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
+    pool = read_prompts(prompts)
+    excluded = set()
+    if exclude_training_prompts:
+        for run in runs:
+            excluded |= _training_prompts(run)
+    held_out = [p for p in pool if repr(p) not in excluded][:n_prompts]
+    if not held_out:
+        raise InputError(
+            f"{prompts}: no held-out prompts left (every prompt was used in training);"
+            " pass other prompts"
+        )
+    labels = _unique([label for label, _, _ in infos])
+    results = []
+    for run, label, (_, model, info) in zip(runs, labels, infos, strict=True):
+        policy = load_policy(model)
+        replies = generate_replies(policy, held_out, max_new_tokens=max_new_tokens, temperature=0)
+        scores = score_all(replies)
+        results.append(
+            {
+                "run": run,
+                "label": label,
+                "model": model,
+                "method": info.get("method"),
+                "weights": info.get("weights"),
+                "profile": {a: _rounded(mean_ci(scores[a])) for a in ATTRIBUTES},
+                "replies": replies,
+            }
+        )
+        del policy
+    return {
+        "prompts": prompts,
+        "n_prompts": len(held_out),
+        "excluded_training_prompts": len(excluded),
+        "attributes": list(ATTRIBUTES),
+        "runs": [{k: v for k, v in r.items() if k != "replies"} for r in results],
+        "samples": [
+            {
+                "prompt": held_out[i][-1]["content"],
+                "replies": {r["label"]: r["replies"][i] for r in results},
+            }
+            for i in range(min(samples, len(held_out)))
+        ],
+    }
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def _rounded(ci: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ci.items()}
+
+
+def format_comparison(report: dict[str, Any], width: int = 300) -> str:
+    """The report as a text table (mean [95 % CI] per attribute and run) and sample replies."""
+    labels = [r["label"] for r in report["runs"]]
+    cell = 20
+    lines = [
+        f"{report['n_prompts']} held-out prompts from {report['prompts']}"
+        f" (mean score [95% CI]; {report['excluded_training_prompts']} training prompts left out)",
+        "",
+        f"{'attribute':12s}" + "".join(f"{label[: cell - 1]:>{cell}s}" for label in labels),
+    ]
+    for attr in report["attributes"]:
+        row = f"{attr:12s}"
+        for r in report["runs"]:
+            p = r["profile"][attr]
+            row += f"{p['mean']:.2f} [{p['low']:.2f},{p['high']:.2f}]".rjust(cell)
+        lines.append(row)
+    for sample in report["samples"]:
+        lines += ["", f"prompt: {_one_line(sample['prompt'], width)}"]
+        for label in labels:
+            lines.append(f"  {label}: {_one_line(sample['replies'][label], width)}")
+    return "\n".join(lines)
+
+
+def _one_line(text: str, width: int) -> str:
+    # replies are untrusted: no control characters (terminal escapes) reach the screen
+    text = "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,213 @@
+"""Train a personality: the spec's composite reward, optimised by PPO or by DPO.
+
+- ``ppo``: PPO with the spec as its reward (:class:`rlhfkit.train.rewards.PersonalityReward`)
+  and the spec's KL budget as the adaptive-KL target.
+- ``dpo``: the composite reward ranks replies instead of people: sample ``--samples`` replies
+  per prompt from the starting policy, keep the best and the worst as a pair (``rater_id``
+  ``personality:NAME``, margin = the reward difference; equal rewards give no pair), write the
+  pairs to ``pairs.jsonl`` in the run directory, then run the DPO trainer on them.
+
+Either way the run directory also gets ``personality.json`` (the spec, the method, the starting
+policy), which ``rlhfkit personality compare`` reads to label the run.
+
+Example::
+
+    from rlhfkit.personality.training import Config, train_personality
+    run = train_personality(Config(spec="concise", policy="runs/sft/model",
+                                   prompts="prompts.jsonl", method="dpo"))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from rlhfkit.data.records import PreferencePair
+from rlhfkit.errors import InputError
+from rlhfkit.personality.spec import DEFAULT_SPEC, load_spec
+from rlhfkit.train.rewards import PERSONALITY_PREFIX
+
+
+@dataclass
+class Config:
+    """Train a policy towards a personality spec."""
+
+    spec: str = DEFAULT_SPEC
+    """Built-in spec name (concise, warm-and-polite, ...) or a spec YAML file."""
+    policy: str = "default"
+    """Starting policy (usually the SFT model): default, tiny, a model directory or hub id."""
+    prompts: str = ""
+    """Training prompts: any supported data file (responses in it are ignored)."""
+    method: Literal["ppo", "dpo"] = "ppo"
+    """ppo (the composite reward is PPO's reward) or dpo (pairs ranked by the composite)."""
+    heads: str | None = None
+    """Reward model directory that scores the spec's head:LABEL terms (needed only for those)."""
+    out: Path | None = None
+    """Run directory (default: runs/personality-SPEC-METHOD)."""
+    steps: int = 20
+    """Optimizer steps (PPO iterations or DPO steps)."""
+    batch_size: int = 8
+    """Rollouts per PPO iteration, or pairs per DPO step."""
+    lr: float = 1e-5
+    """Peak learning rate."""
+    max_new_tokens: int = 48
+    """Longest reply in tokens."""
+    samples: int = 4
+    """dpo: replies sampled per prompt (the best and the worst become a pair); at least 2."""
+    pair_prompts: int = 64
+    """dpo: how many prompts to sample replies for."""
+    temperature: float = 1.0
+    """dpo: sampling temperature of the candidate replies."""
+    beta: float = 0.1
+    """dpo: strength of the KL constraint to the starting policy."""
+    lora: bool = False
+    """Train LoRA adapters instead of all weights."""
+    seed: int = 0
+    """Seed for prompt order and sampling."""
+
+
+def reward_reference(spec: str, heads: str | None) -> str:
+    """The ``--reward`` string PPO takes for a spec (``personality:NAME[@RM_DIR]``)."""
+    path = Path(spec)
+    ref = spec if path.suffix in (".yaml", ".yml") else PERSONALITY_PREFIX + spec
+    return f"{ref}@{heads}" if heads else ref
+
+
+def train_personality(cfg: Config) -> Path:
+    """Train ``cfg.policy`` towards ``cfg.spec``; returns the run directory (``model/`` is the
+    trained policy). Example in the module docstring."""
+    spec = load_spec(cfg.spec)  # an unknown spec fails before any model is loaded
+    if not cfg.prompts:
+        raise InputError("--prompts: a prompts file is required")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise InputError("--steps and --batch-size must be at least 1")
+    out = Path(cfg.out or Path("runs") / f"personality-{spec.name}-{cfg.method}")
+    if cfg.method == "ppo":
+        run = _train_ppo(cfg, spec, out)
+    elif cfg.method == "dpo":
+        run = _train_dpo(cfg, spec, out)
+    else:
+        raise InputError(f"--method: expected ppo or dpo, got {cfg.method!r}")
+    record = {
+        "personality": spec.name,
+        "description": spec.description,
+        "weights": spec.weights,
+        "kl_budget": spec.kl_budget,
+        "spec": spec.source,
+        "method": cfg.method,
+        "policy": cfg.policy,
+        "prompts": cfg.prompts,
+    }
+    (run / "personality.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return run
+
+
+def _train_ppo(cfg: Config, spec, out: Path) -> Path:
+    from rlhfkit.train import ppo
+
+    return ppo.train(
+        ppo.Config(
+            policy=cfg.policy,
+            reward=reward_reference(cfg.spec, cfg.heads),
+            prompts=cfg.prompts,
+            out=out,
+            max_steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            max_new_tokens=cfg.max_new_tokens,
+            # the spec's KL budget is what training may spend to reach the personality
+            adaptive_kl=True,
+            target_kl=spec.kl_budget,
+            normalize_samples=min(32, max(cfg.batch_size, 2)),
+            lora=cfg.lora,
+            seed=cfg.seed,
+            save_every=0,
+        )
+    )
+
+
+def _train_dpo(cfg: Config, spec, out: Path) -> Path:
+    if importlib.util.find_spec("rlhfkit.train.dpo") is None:
+        raise InputError("--method dpo: this installation has no DPO trainer (rlhfkit.train.dpo)")
+    from rlhfkit.train import dpo
+
+    if cfg.samples < 2:
+        raise InputError(f"--samples: at least 2 replies per prompt are needed, got {cfg.samples}")
+    if (out / "metrics.jsonl").exists():
+        raise InputError(f"{out}: a run already exists here; choose another --out")
+    pairs = rank_pairs(cfg, spec)
+    if len(pairs) < cfg.batch_size:
+        raise InputError(
+            f"only {len(pairs)} prompts gave replies with different rewards, fewer than"
+            f" --batch-size {cfg.batch_size}; raise --pair-prompts or --samples"
+        )
+    from rlhfkit.data import write_preferences_jsonl
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_preferences_jsonl(pairs, out / "pairs.jsonl")
+    return dpo.train(
+        dpo.Config(
+            model=cfg.policy,
+            data=str(out / "pairs.jsonl"),
+            out=out,
+            max_steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            beta=cfg.beta,
+            lora=cfg.lora,
+            seed=cfg.seed,
+            save_every=0,
+        )
+    )
+
+
+@torch.no_grad()
+def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
+    """Sample ``cfg.samples`` replies for each of ``cfg.pair_prompts`` prompts and pair the
+    composite reward's best with its worst (prompts whose replies all score the same give none).
+    """
+    import random
+
+    from rlhfkit.models import generate, load_policy
+    from rlhfkit.train.base import read_prompts
+    from rlhfkit.train.rewards import load_reward, rollout_raw
+
+    prompts = read_prompts(cfg.prompts)
+    prompts = random.Random(cfg.seed).sample(prompts, min(cfg.pair_prompts, len(prompts)))
+    policy = load_policy(cfg.policy, seed=cfg.seed)
+    reward = load_reward(reward_reference(cfg.spec, cfg.heads), policy.tokenizer)
+    repeated = [p for p in prompts for _ in range(cfg.samples)]
+    gen = generate(
+        policy,
+        repeated,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+    )
+    rewards = rollout_raw(reward, repeated, gen, "cpu").view(len(prompts), cfg.samples)
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        row = rewards[i]  # (samples,)
+        best, worst = int(row.argmax()), int(row.argmin())
+        margin = float(row[best] - row[worst])
+        if margin <= 0.0:
+            continue
+        texts = gen.texts[i * cfg.samples : (i + 1) * cfg.samples]
+        pairs.append(
+            PreferencePair(
+                prompt=prompt,
+                chosen=texts[best],
+                rejected=texts[worst],
+                rater_id=f"personality:{spec.name}",
+                margin=round(margin, 6),
+                item_id=str(i),
+                source=cfg.prompts,
+                meta={"rewards": [round(float(x), 6) for x in row], "policy": cfg.policy},
+            )
+        )
+    return pairs

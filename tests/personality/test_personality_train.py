@@ -1,0 +1,258 @@
+"""Personality rewards in PPO, personality train (PPO and DPO) and compare, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tests.train.tiny_data import write_demos
+
+from rlhfkit.cli import main
+from rlhfkit.errors import InputError
+from rlhfkit.models import tiny_policy
+from rlhfkit.models.heads import load_reward_model
+from rlhfkit.personality import composite_reward, load_spec
+from rlhfkit.personality.compare import compare_runs, mean_ci
+from rlhfkit.train import ppo
+from rlhfkit.train.rewards import (
+    PersonalityReward,
+    RewardModelReward,
+    load_reward,
+    normalize_raw,
+)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    return write_demos(tmp_path / "prompts.jsonl", n=16)
+
+
+@pytest.fixture
+def heads_model(tmp_path):
+    """A tiny reward model with 'helpful' and 'harmless' heads, saved as a directory."""
+    rm = load_reward_model("tiny", heads=["helpful", "harmless"])
+    path = tmp_path / "rm-heads"
+    rm.model.save_pretrained(path)
+    rm.tokenizer.save_pretrained(path)
+    return path
+
+
+def _rollout(tok, texts):
+    ids = [tok(t, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for t in texts]
+    width = max(map(len, ids))
+    batch = torch.full((len(ids), width), tok.pad_token_id)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        batch[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return batch, mask
+
+
+def test_personality_reward_is_the_specs_composite():
+    tok = tiny_policy().tokenizer
+    reward = load_reward("personality:concise", tok)
+    assert isinstance(reward, PersonalityReward)
+    texts = ["Yes.", "Well, it might perhaps depend on many, many things, I think, in some cases."]
+    prompts = [[{"role": "user", "content": "q"}]] * 2
+    raw = reward.raw(prompts, texts, *_rollout(tok, texts))
+    expected = composite_reward(load_spec("concise"), texts)
+    assert raw.tolist() == pytest.approx(expected, abs=1e-6)
+    assert raw[0] > raw[1]
+    reward.normalization.update(offset=[1.0], scale=[2.0])
+    assert normalize_raw(raw, reward.normalization).tolist() == pytest.approx(
+        [(x - 1.0) / 2.0 for x in expected], abs=1e-6
+    )
+
+
+def test_head_terms_come_from_the_named_reward_model(heads_model):
+    tok = tiny_policy().tokenizer
+    reward = load_reward(f"personality:helpful-harmless@{heads_model}", tok)
+    texts = ["Thank you, happy to help.", "No."]
+    ids, mask = _rollout(tok, texts)
+    heads = reward.head_scores([[]] * 2, texts, ids, mask)
+    assert set(heads) == {"helpful", "harmless"}
+    assert all(0.0 <= v <= 1.0 for vs in heads.values() for v in vs)
+    expected = composite_reward(reward.spec, texts, heads)
+    assert reward.raw([[]] * 2, texts, ids, mask).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_reward_references_and_their_errors(tmp_path, heads_model):
+    tok = tiny_policy().tokenizer
+    assert isinstance(load_reward(str(heads_model), tok), RewardModelReward)
+    with pytest.raises(InputError, match="no-such-spec: no such spec file or built-in spec"):
+        load_reward("personality:no-such-spec", tok)
+    with pytest.raises(InputError, match="name the reward model that scores them"):
+        load_reward("personality:helpful-harmless", tok)
+    plain = load_reward_model("tiny", heads=["preference"])
+    plain.model.save_pretrained(tmp_path / "one-head")
+    plain.tokenizer.save_pretrained(tmp_path / "one-head")
+    with pytest.raises(InputError, match="no head labelled 'helpful', 'harmless'"):
+        load_reward(f"personality:helpful-harmless@{tmp_path / 'one-head'}", tok)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndescription: y\nweights:\n  politness: 1\nkl_budget: 1\n")
+    with pytest.raises(InputError, match=r"bad.yaml:4: unknown attribute 'politness'"):
+        load_reward(str(bad), tok)
+    with pytest.raises(InputError, match="--reward"):
+        load_reward("", tok)
+
+
+def test_tiny_ppo_with_a_personality_reward(tmp_path, prompts):
+    out = ppo.train(
+        ppo.Config(
+            policy="tiny",
+            reward="personality:warm-and-polite",
+            prompts=str(prompts),
+            out=tmp_path / "ppo",
+            batch_size=4,
+            max_steps=2,
+            max_new_tokens=8,
+            lr=1e-3,
+            normalize_samples=4,
+            eval_prompts=str(prompts),
+            eval_samples=4,
+        )
+    )
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["policy/ratio_first"] == 1.0
+        for key in ("objective/scores", "objective/kl", "val/error", "policy/approxkl"):
+            assert key in row and row[key] == row[key]  # present and not NaN
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["inputs"]["reward"]["personality"] == "warm-and-polite"
+    assert set(prov["reward_normalization"]) >= {"offset", "scale"}
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert {"before", "after"} <= set(evaluation)
+    assert (out / "model" / "config.json").exists()
+
+
+def test_value_model_starts_from_value_init_or_the_policy(tmp_path, heads_model):
+    from rlhfkit.train.rewards import value_model_init
+
+    tok = tiny_policy().tokenizer
+    reward = load_reward("personality:concise", tok)
+    body = value_model_init(reward, None, "tiny")
+    policy_body = tiny_policy().model.model.state_dict()
+    for name, tensor in body.model.state_dict().items():
+        assert torch.equal(tensor, policy_body[name]), name
+    assert body.config.num_labels == 1
+    from_rm = value_model_init(reward, str(heads_model), "tiny")
+    assert from_rm.config.num_labels == 2
+    rm_reward = load_reward(str(heads_model), tok)
+    copied = value_model_init(rm_reward, None, "tiny")
+    assert copied is not rm_reward.rm.model
+    assert torch.equal(copied.score.weight, rm_reward.rm.model.score.weight)
+
+
+def test_personality_train_ppo_and_dpo_then_compare_cli(tmp_path, prompts, capsys):
+    base = ["--policy", "tiny", "--prompts", str(prompts), "--max-new-tokens", "8"]
+    code = main(
+        ["personality", "train", "concise", *base, "--out", str(tmp_path / "c"), "--steps", "2"]
+        + ["--batch-size", "4", "--lr", "1e-3"]
+    )
+    assert code == 0
+    run = Path(json.loads(capsys.readouterr().out)["run"])
+    info = json.loads((run / "personality.json").read_text())
+    assert info["personality"] == "concise" and info["method"] == "ppo"
+    assert json.loads((run / "config.yaml").read_text().split("target_kl: ")[1].split()[0]) == 6.0
+
+    code = main(
+        ["personality", "train", "warm-and-polite", *base, "--method", "dpo"]
+        + ["--out", str(tmp_path / "w"), "--steps", "2", "--batch-size", "2", "--samples", "3"]
+        + ["--pair-prompts", "8", "--lr", "1e-3"]
+    )
+    assert code == 0, capsys.readouterr().err
+    dpo_run = Path(json.loads(capsys.readouterr().out)["run"])
+    pairs = [json.loads(x) for x in (dpo_run / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["rater_id"] == "personality:warm-and-polite" for p in pairs)
+    assert all(
+        p["margin"] > 0 and max(p["meta"]["rewards"]) > min(p["meta"]["rewards"]) for p in pairs
+    )
+    assert metrics(dpo_run)
+
+    held_out = write_demos(tmp_path / "heldout.jsonl", n=6, seed=99)
+    code = main(
+        ["personality", "compare", str(run), str(dpo_run), "tiny", "--prompts", str(held_out)]
+        + ["--n-prompts", "5", "--max-new-tokens", "8", "--json"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in report["runs"]] == ["concise", "warm-and-polite", "tiny"]
+    assert report["n_prompts"] == 5
+    for r in report["runs"]:
+        for attr in ("politeness", "concision", "length"):
+            p = r["profile"][attr]
+            assert p["low"] <= p["mean"] <= p["high"] and p["n"] == 5
+    assert len(report["samples"]) == 3
+    assert set(report["samples"][0]["replies"]) == {"concise", "warm-and-polite", "tiny"}
+
+    code = main(
+        ["personality", "compare", str(run), "--prompts", str(held_out), "--n-prompts", "2"]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "politeness" in text and "concise" in text and "prompt:" in text
+
+
+def test_compare_leaves_out_training_prompts(tmp_path, prompts, capsys):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    tiny_policy().model.save_pretrained(run / "model")
+    tiny_policy().tokenizer.save_pretrained(run / "model")
+    (run / "config.yaml").write_text(f"prompts: {prompts}\n")
+    with pytest.raises(InputError, match="no held-out prompts left"):
+        compare_runs([str(run)], str(prompts))
+
+
+def test_mean_ci_contains_the_mean_and_shrinks_with_n():
+    wide = mean_ci([0.0, 1.0, 0.5, 0.25])
+    narrow = mean_ci([0.0, 1.0, 0.5, 0.25] * 25)
+    assert wide["low"] < wide["mean"] < wide["high"]
+    assert narrow["high"] - narrow["low"] < wide["high"] - wide["low"]
+    assert mean_ci([0.3]) == {"mean": 0.3, "low": 0.3, "high": 0.3, "n": 1}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["personality", "train", "no-such-spec", "--policy", "tiny", "--prompts", "x"],
+            "no-such-spec: no such spec file or built-in spec",
+        ),
+        (["personality", "train", "concise", "--policy", "tiny"], "--prompts"),
+        (
+            [
+                "personality",
+                "train",
+                "concise",
+                "--policy",
+                "tiny",
+                "--prompts",
+                "p.jsonl",
+                "--method",
+                "sgd",
+            ],
+            "expected one of ppo, dpo",
+        ),
+        (["personality", "compare", "no/such/run", "--prompts", "p.jsonl"], "no/such/run"),
+    ],
+)
+def test_cli_garbage_is_a_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_help(capsys):
+    for argv in (["personality", "train", "--help"], ["personality", "compare", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert "--method" in capsys.readouterr().out
