@@ -314,6 +314,48 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="rlhfkit-load-")
     url = args.database_url or f"sqlite:///{tmp}/load.db"
+    schema = None
+    if url.startswith("postgres"):
+        # A schema of its own, dropped afterwards: the database may be shared.
+        url, schema = _fresh_schema(url)
+    try:
+        return _run(args, url)
+    finally:
+        if schema:
+            _drop_schema(args.database_url, schema)
+
+
+def _admin_engine(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    return create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+
+
+def _fresh_schema(url: str) -> tuple[str, str]:
+    from urllib.parse import quote
+
+    from sqlalchemy import text
+
+    schema = f"rk_load_{uuid.uuid4().hex[:10]}"
+    engine = _admin_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote('-csearch_path=' + schema)}", schema
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    from sqlalchemy import text
+
+    engine = _admin_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def _run(args, url: str) -> int:
     items = args.items or max(2000, int(args.raters * args.seconds * 4))
     t0 = time.perf_counter()
     pid, people = setup(url, args.raters, items, args.k)

@@ -1,0 +1,37 @@
+"""The load benchmark itself runs: a tiny load with a kill -9 and restart in the middle, and
+its invariant checks report nothing lost or duplicated."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_platform_load_survives_a_kill_9(tmp_path):
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "platform_load.py"),
+            "--raters",
+            "4",
+            "--seconds",
+            "6",
+            "--items",
+            "200",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["judgments"] > 0 and result["killed_at_s"] == 3.0
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["over_k_items"] == 0
+    assert result["acknowledged"] <= result["stored"]
+    for key in ("judgments_per_s", "p50_ms", "p99_ms"):
+        assert result[key] > 0
