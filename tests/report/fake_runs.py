@@ -95,7 +95,8 @@ def write_chain(root: Path, *, ppo_config: dict | None = None) -> dict[str, Path
         "reward",
         {
             "model": {"path": str(sft / "model"), "parent_run": str(sft)},
-            "data": {"path": str(pairs), "sha256": sha(pairs), "bytes": pairs.stat().st_size},
+            # recorded as given on the command line, relative to where training ran
+            "data": {"path": "pairs.jsonl", "sha256": sha(pairs), "bytes": pairs.stat().st_size},
         },
         [{"train/loss": 0.69 - 0.05 * i, "train/accuracy": 0.5 + 0.05 * i} for i in range(8)],
         extra={

@@ -120,6 +120,17 @@ def test_judged_file_gives_agreement_and_bias_without_a_store(chain):
     assert length[0] == "length" and length[1].value > 0  # the planted raters like length
 
 
+def test_relative_records_are_found_from_another_directory(chain, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data = build_report([chain["ppo"]])
+    assert data.runs == ["../runs/ppo", "../runs/sft", "../runs/rm"]
+    assert facts(data, "raters")["percent agreement"].source == "../pairs.jsonl#agreement"
+    html = render_html(data, elsewhere)
+    assert 'href="../runs/rm/eval.json#heldout.accuracy"' in html
+
+
 def test_changed_training_file_is_not_used(chain):
     with open(chain["pairs"], "a") as fh:
         fh.write("\n")

@@ -13,6 +13,7 @@ this run"), never an error. Bad files (a directory that is not a run, a corrupt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from rlhfkit.report.data import (
     clip,
     flatten,
 )
-from rlhfkit.report.runs import Link, RunDir, collect_runs, lineage
+from rlhfkit.report.runs import Link, RunDir, collect_runs, lineage, resolve_input
 
 SECTIONS = [
     ("overview", "How this model was made"),
@@ -57,6 +58,7 @@ PREFERENCE_KINDS = ("reward", "dpo", "kto")
 """Runs trained directly on people's (or a labeler's) judgments."""
 
 NOT_RECORDED = "not recorded for this run"
+STORE_SOURCE = re.compile(r"rlhfkit-store:project/(\d+)/")
 MAX_POINTS = 400
 """Points per plotted curve (longer runs are thinned evenly)."""
 
@@ -86,7 +88,8 @@ def build_report(
     shown_store = None
     if database_url:
         engine, shown_store = rater_figures.open_store_readonly(database_url)
-        pid = rater_figures.choose_project(engine, project)
+        pid = _project_of_data(found, engine, sections["raters"]) if project is None else None
+        pid = pid if pid is not None else rater_figures.choose_project(engine, project)
         if pid is None:
             sections["raters"].notes.append(f"{shown_store}: the store holds no project")
         else:
@@ -110,6 +113,35 @@ def build_report(
         store=shown_store,
         sections=list(sections.values()),
     )
+
+
+def _project_of_data(found: list[RunDir], engine, section: Section) -> int | None:
+    """The store project whose export a run was trained on (``rlhfkit export preferences``
+    writes ``source: rlhfkit-store:project/N/judgment/M`` into every record)."""
+    from rlhfkit.store.errors import NotFound
+    from rlhfkit.store.projects import resolve_project
+
+    for run in found:
+        recorded = run.inputs.get("data", {}).get("path") if run.kind in PREFERENCE_KINDS else None
+        path = resolve_input(str(recorded), run.path) if recorded else None
+        if path is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                match = STORE_SOURCE.search(fh.read(4096))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if match is None:
+            continue
+        try:
+            pid = resolve_project(engine, int(match.group(1)))
+        except NotFound:
+            continue
+        section.notes.append(
+            f"store project {pid} found from the sources of {clip(recorded, 300)} ({run.name})"
+        )
+        return pid
+    return None
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -268,7 +300,7 @@ def _preference_runs(found, raters: Section, bias: Section, scorers, done: bool)
                 )
         if done or run.kind == "kto":
             continue  # the store's figures are the richer ones; unpaired data has no pairs
-        got = rater_figures.file_pairs(data, raters.notes)
+        got = rater_figures.file_pairs(data, run.path, raters.notes)
         if got is not None:
             rater_figures.file_rater_figures(*got, raters, bias, scorers)
             done = True  # one judged file is enough (the runs of a chain share it)

@@ -234,12 +234,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_pairs(entry: dict[str, Any], notes: list[str]) -> tuple[list[PreferencePair], str] | None:
+def file_pairs(
+    entry: dict[str, Any], run: Path, notes: list[str]
+) -> tuple[list[PreferencePair], str] | None:
     """The judged pairs of a run's ``data`` input when the file still has its recorded hash."""
     from rlhfkit.raters.bias import load_pairs
+    from rlhfkit.report.runs import display_path, resolve_input
 
-    path = Path(str(entry.get("path", "")))
-    if not entry.get("path") or not path.is_file():
+    path = resolve_input(str(entry["path"]), run) if entry.get("path") else None
+    if path is None:
         notes.append(
             f"training data {clip(entry.get('path') or entry.get('name'), 200)} is not"
             " on this machine: agreement and bias computed from it are not available"
@@ -252,7 +255,7 @@ def file_pairs(entry: dict[str, Any], notes: list[str]) -> tuple[list[Preference
         )
         return None
     pairs = load_pairs(path)[:MAX_PAIRS]
-    return pairs, str(path)
+    return pairs, display_path(path)
 
 
 def file_rater_figures(

@@ -184,6 +184,18 @@ def resolve_parent(recorded: str, child: Path) -> Path | None:
     return None
 
 
+def resolve_input(recorded: str, run: Path) -> Path | None:
+    """Where an input file recorded by a run is now (as written, or below a directory above
+    the run, the way :func:`resolve_parent` looks)."""
+    rec = Path(recorded)
+    if rec.is_absolute():
+        return rec if rec.is_file() else None
+    for base in [Path.cwd(), *run.resolve().parents]:
+        if (base / rec).is_file():
+            return base / rec
+    return None
+
+
 @dataclass(eq=False)
 class Link:
     """``child`` used ``parent`` as its input ``name``."""
