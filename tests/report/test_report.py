@@ -289,3 +289,27 @@ def test_store_without_project_and_empty_inputs(chain, tmp_path):
     assert any("holds no project" in n for n in data.section("raters").notes)
     with pytest.raises(InputError, match="name at least one run"):
         build_report([])
+
+
+def test_bias_profile_of_a_real_judged_file_matches_the_audit(tmp_path, monkeypatch, shared_data):
+    """A reward run on HH-RLHF harmless: the report's length coefficient is the audit's
+    (docs/raters.md: -0.325), and HH names no raters, which the report says."""
+    from rlhfkit.raters.bias import audit_bias
+    from tests.report.fake_runs import sha
+
+    hh = shared_data("hh-rlhf/harmless-base-dev.jsonl.gz")
+    monkeypatch.chdir(tmp_path)
+    write_run(
+        tmp_path / "rm",
+        "reward",
+        {"model": {"name": "tiny"}, "data": {"path": str(hh), "sha256": sha(hh)}},
+        [{"train/loss": 0.7, "train/accuracy": 0.5}],
+        extra={"pairs": 1800, "raters": {"raters": 0}},
+    )
+    data = build_report(["rm"])
+    length = data.section("bias").tables[0].rows[0]
+    expected = audit_bias(hh)["pool"]["coefficients"]["length"]["estimate"]
+    assert length[0] == "length" and length[1].value == pytest.approx(expected)
+    assert length[1].value == pytest.approx(-0.325, abs=0.001)
+    assert "the data names no raters" in " ".join(data.section("raters").notes)
+    assert "not available" in " ".join(data.section("raters").notes)
