@@ -157,6 +157,39 @@ def test_missing_pieces_degrade_to_notes(tmp_path, monkeypatch):
     assert html.count('class="note"') >= 7
 
 
+def test_fields_of_the_wrong_type_are_left_out_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(
+        tmp_path / "sft",
+        "sft",
+        {"data": {"path": 5}},
+        [{"step": "x", "train/loss": 1}],
+        extra={"raters": 5, "examples": {"a": 1}},
+    )
+    write_run(
+        tmp_path / "rm",
+        "reward",
+        {"model": {"parent_run": "sft"}, "data": {"sha256": 1}},
+        [{"train/accuracy": "high"}, {"train/accuracy": True}],
+        extra={"heads": "preference", "raters": ["x"]},
+        evaluation={"heldout": "x", "eval_data": {"accuracy": "n/a", "n": None}},
+    )
+    write_run(
+        tmp_path / "ppo",
+        "ppo",
+        {"policy": {"parent_run": "sft"}, "reward": {"parent_run": "rm"}},
+        [{"objective/kl": None}, {"objective/kl": float("nan")}],
+        extra={"reward_normalization": {"offset": 1.0, "scale": "big"}, "personality": 3},
+        evaluation={"before": [], "after": {"samples": "none", "reward": "?"}},
+    )
+    data = build_report(["ppo"])
+    assert data.runs == ["ppo", "sft", "rm"]
+    assert facts(data, "reward_model")["reward offset used by ppo"].value == 1.0
+    assert "could not be read" in " ".join(data.section("personality").notes)
+    render_html(data, tmp_path)
+    json.dumps(data.to_dict(), allow_nan=False)
+
+
 def test_personality_refusals_tradeoff_and_propagation_when_recorded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = write_chain(tmp_path, ppo_config={"spec": "concise", "seed": 0})

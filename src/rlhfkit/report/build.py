@@ -234,7 +234,7 @@ def _demonstrations(final: RunDir, found, links, section: Section) -> None:
                 run.source("provenance.json", "examples"),
             ),
         ]
-        summary = run.provenance.get("raters") or {}
+        summary = _mapping(run.provenance.get("raters"))
         if summary.get("raters"):
             section.facts.append(
                 Fact(
@@ -250,7 +250,7 @@ def _preference_runs(found, raters: Section, bias: Section, scorers, done: bool)
     if not pref:
         raters.notes.append(f"no run in this chain was trained on judgments: raters {NOT_RECORDED}")
     for run in pref:
-        summary = run.provenance.get("raters") or {}
+        summary = _mapping(run.provenance.get("raters"))
         data = run.inputs.get("data", {})
         raters.facts.append(
             Fact(
@@ -312,7 +312,7 @@ def _reward_model(found, section: Section) -> None:
         section.notes.append(f"no reward-model run in this chain: {NOT_RECORDED}")
     for run in reward_runs:
         heads = run.provenance.get("heads")
-        if heads:
+        if isinstance(heads, list) and heads:
             section.facts.append(
                 Fact(
                     "heads (attributes)",
@@ -358,12 +358,12 @@ def _reward_model(found, section: Section) -> None:
             section.facts += [
                 Fact(
                     f"reward offset used by {run.kind}",
-                    (norm.get("offset") or [None])[0],
+                    _first(norm.get("offset")),
                     run.source("provenance.json", "reward_normalization.offset"),
                 ),
                 Fact(
                     f"reward scale used by {run.kind}",
-                    (norm.get("scale") or [None])[0],
+                    _first(norm.get("scale")),
                     run.source("provenance.json", "reward_normalization.scale"),
                 ),
             ]
@@ -442,7 +442,7 @@ def _curves(run: RunDir, section: Section) -> None:
     rows = []
     for key in [k for k in keys if k in present]:
         points = [
-            (float(m.get("step", i + 1)), float(m[key]))
+            (float(_number(m.get("step"), i + 1)), float(m[key]))
             for i, m in enumerate(run.metrics)
             if isinstance(m.get(key), (int, float)) and not isinstance(m.get(key), bool)
         ]
@@ -508,7 +508,7 @@ def _samples(final: RunDir, section: Section) -> None:
     if not isinstance(before, dict) and not isinstance(after, dict):
         section.notes.append(f"{final.source('eval.json')}: before/after evaluation {NOT_RECORDED}")
         return
-    before, after = before or {}, after or {}
+    before, after = _mapping(before), _mapping(after)
     keys = [k for k in {**before, **after} if not isinstance({**before, **after}[k], (dict, list))]
     rows = []
     for k in keys:
@@ -544,6 +544,21 @@ def _samples(final: RunDir, section: Section) -> None:
                 source=final.source("eval.json", f"after.samples[{i}]"),
             )
         )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is an object, else empty (a field of the wrong type is not shown)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any, default: float) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok else default
+
+
+def _first(value: Any) -> Any:
+    """The first head's entry of a per-head list (a lone number is taken as it is)."""
+    return value[0] if isinstance(value, list) and value else value
 
 
 def _flat_table(title: str, value: Any, run: RunDir, file: str, key: str) -> Table:

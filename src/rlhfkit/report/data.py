@@ -79,6 +79,11 @@ class Series:
     y: list[float | None]
     source: str
 
+    def __post_init__(self) -> None:
+        # NaN is not JSON; a missing point is None (a gap in the line)
+        self.x = [plain(v) for v in self.x]
+        self.y = [plain(v) for v in self.y]
+
 
 @dataclass
 class Plot:
@@ -93,6 +98,10 @@ class Plot:
     categories: list[str] = field(default_factory=list)
     low: list[float | None] = field(default_factory=list)
     high: list[float | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.low = [plain(v) for v in self.low]
+        self.high = [plain(v) for v in self.high]
 
 
 @dataclass

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.engine import make_url
 
@@ -339,7 +340,11 @@ def _bias(pairs: list[PreferencePair], section: Section, source: str, scorers) -
             f"{len(decided)} decided judgments: too few for a bias profile (10 or more needed)"
         )
         return
-    out = bias_profiles(pairs, scorers=personality_scorers(scorers), min_judgments=30)
+    try:
+        out = bias_profiles(pairs, scorers=personality_scorers(scorers), min_judgments=30)
+    except (InputError, ValueError, np.linalg.LinAlgError) as exc:
+        section.notes.append(f"bias profile could not be fitted ({clip(exc, 200)})")
+        return
     pool = out["pool"]
     pre = source if source.startswith("store:") else f"{source}#"
 
