@@ -200,7 +200,11 @@ def test_personality_refusals_tradeoff_and_propagation_when_recorded(tmp_path, m
     (paths["ppo"] / "tradeoff.json").write_text(
         json.dumps({"chosen_point": {"harmless_weight": 0.5, "helpfulness": 0.3}})
     )
-    (paths["ppo"] / "propagation.json").write_text(json.dumps({"length": {"raters": 0.7}}))
+    est = {"estimate": 0.7, "ci_low": 0.5, "ci_high": 0.9, "n": 60, "significant": True}
+    audit = {"attributes": ["length"], "runs": [{"run": "runs/ppo", "stages": {
+        "raters": {"length": est}, "reward_model": {"length": {**est, "estimate": 0.4}},
+    }}]}  # fmt: skip
+    (paths["ppo"] / "propagation.json").write_text(json.dumps(audit))
     data = build_report(["runs/ppo"])
     pers = facts(data, "personality")
     assert pers["personality"].value == "concise"
@@ -216,8 +220,15 @@ def test_personality_refusals_tradeoff_and_propagation_when_recorded(tmp_path, m
     assert cells["chosen_point.harmless_weight"].source == (
         "runs/ppo/tradeoff.json#chosen_point.harmless_weight"
     )
-    prop = [t for t in data.section("reward_model").tables if t.title == "propagation audit"]
-    assert prop and prop[0].rows[0][1].value == 0.7
+    prop = [t for t in data.section("reward_model").tables if "ropagation" in t.title]
+    row = prop[0].rows[0]
+    assert row[0] == "length" and [c.value for c in row[1:]] == [
+        0.7, 0.5, 0.9, 0.4, 0.5, 0.9, None, None, None,
+    ]  # fmt: skip
+    assert row[4].source == "runs/ppo/propagation.json#runs[0].stages.reward_model.length"
+    (paths["ppo"] / "propagation.json").write_text(json.dumps({"length": {"raters": 0.7}}))
+    prop = [t for t in build_report(["runs/ppo"]).section("reward_model").tables]
+    assert prop[-1].title == "propagation audit" and prop[-1].rows[0][1].value == 0.7
 
 
 def test_unreadable_spec_is_a_note(tmp_path, monkeypatch):

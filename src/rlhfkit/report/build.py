@@ -368,11 +368,48 @@ def _reward_model(found, section: Section) -> None:
                 ),
             ]
         if "propagation.json" in run.extras:
-            section.tables.append(
-                _flat_table(
-                    "propagation audit", run.extras["propagation.json"], run, "propagation.json", ""
-                )
+            section.tables += _propagation(run, run.extras["propagation.json"])
+
+
+PROPAGATION_STAGES = ("raters", "reward_model", "policy")
+
+
+def _propagation(run: RunDir, report: dict[str, Any]) -> list[Table]:
+    """``rlhfkit audit propagation``'s result: one row per attribute, one column per stage
+    (estimate and 95 % interval); any other layout is shown key by key."""
+    audited = report.get("runs")
+    if not isinstance(audited, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("stages"), dict) for r in audited
+    ):
+        return [_flat_table("propagation audit", report, run, "propagation.json", "")]
+    tables = []
+    for i, entry in enumerate(audited):
+        stages = entry["stages"]
+        attributes = sorted({a for st in stages.values() if isinstance(st, dict) for a in st})
+        rows = []
+        for attribute in attributes:
+            row: list[Any] = [clip(attribute, MAX_NAME)]
+            for stage in PROPAGATION_STAGES:
+                est = _mapping(_mapping(stages.get(stage)).get(attribute))
+                key = f"runs[{i}].stages.{stage}.{attribute}"
+                for field in ("estimate", "ci_low", "ci_high"):
+                    row.append(Fact(field, est.get(field), run.source("propagation.json", key)))
+            rows.append(row)
+        columns = ["attribute"]
+        for stage in PROPAGATION_STAGES:
+            columns += [stage.replace("_", " "), "95% low", "95% high"]
+        tables.append(
+            Table(
+                f"Propagation audit of {clip(entry.get('run'), 300)}",
+                columns,
+                rows,
+                run.source("propagation.json", f"runs[{i}]"),
+                "raters: log-odds per unit of attribute difference; reward model: reward"
+                " difference per unit on probe pairs; policy: mean attribute shift from the"
+                " reference policy's replies.",
             )
+        )
+    return tables
 
 
 def _personality(found, section: Section) -> None:
