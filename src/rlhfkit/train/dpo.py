@@ -214,6 +214,8 @@ def train(cfg: Config) -> Path:
     if cfg.resume and cache.exists():
         ref = torch.load(cache)
         ref_train, ref_held = ref["train"], ref["heldout"]
+        if (len(ref_train), len(ref_held)) != (len(encoded), len(held)):
+            raise InputError(f"{cache}: made for other data; resume with the run's own --data")
     else:
         # before any update, so the policy is still the reference
         ref_train = reference_logps(inner, encoded, tok.pad_token_id, accelerator, ipo)

@@ -260,6 +260,8 @@ def train(cfg: Config) -> Path:
     cache = run.dir / REFERENCE_CACHE
     if cfg.resume and cache.exists():
         ref = torch.load(cache)
+        if (len(ref["matched"]), len(ref["heldout"])) != (len(matched), len(held)):
+            raise InputError(f"{cache}: made for other data; resume with the run's own --data")
     else:
         # before any update, so the policy is still the reference
         ref = {
