@@ -599,6 +599,35 @@ def _add_report_commands(sub) -> None:
     )
 
 
+# --- trade-off ----------------------------------------------------------------------------------
+
+
+def _add_tradeoff_commands(sub) -> None:
+    def tradeoff(args):
+        from rlhfkit.config import config_from_args
+        from rlhfkit.evaluate.tradeoff import Config, format_table, sweep, write_report
+
+        cfg = config_from_args(Config, args)
+        report = sweep(cfg)
+        paths = write_report(report, cfg.out / "tradeoff")
+        print(format_table(report))
+        _print_json(paths)
+
+    p = _command(
+        sub,
+        "tradeoff",
+        "Sweep the harmlessness weight and a Lagrangian cost constraint: refusal rate on harmful"
+        " (AdvBench) and safe-looking (XSTest) prompts and helpfulness (reward on MT-Bench) per"
+        " point; writes OUT/tradeoff.json, .md and the frontier plot .png.",
+        tradeoff,
+    )
+    if _WANTED is None or "tradeoff" in _WANTED:
+        from rlhfkit.config import add_config_arguments
+        from rlhfkit.evaluate.tradeoff import Config as TradeoffConfig
+
+        add_config_arguments(p, TradeoffConfig)
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
@@ -611,6 +640,7 @@ GROUPS = [
     _add_beyond_ppo_commands,
     _add_platform_commands,
     _add_report_commands,
+    _add_tradeoff_commands,
 ]
 
 
