@@ -28,7 +28,7 @@ def config(tmp_path, setup, **kw) -> best_of_n.Config:
         reward=str(rm),
         prompts=str(prompts),
         out=tmp_path / "bon",
-        n=4,
+        num_samples=4,
         batch_size=4,
         max_new_tokens=6,
         temperature=1.0,
@@ -117,7 +117,7 @@ def test_cli_help_and_tiny_run_print_the_report(tmp_path, setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["best-of-n", "--help"])
     assert exc.value.code == 0
-    assert "--n " in capsys.readouterr().out
+    assert "--num-samples" in capsys.readouterr().out
     rm, prompts = setup
     code = main(
         [
@@ -130,7 +130,7 @@ def test_cli_help_and_tiny_run_print_the_report(tmp_path, setup, capsys):
             str(prompts),
             "--out",
             str(tmp_path / "cli"),
-            "--n",
+            "--num-samples",
             "3",
             "--max-prompts",
             "2",
@@ -149,10 +149,10 @@ def test_cli_help_and_tiny_run_print_the_report(tmp_path, setup, capsys):
     [
         (["--prompts", "MISSING"], "nope.jsonl"),
         (["--reward", "PAIRS"], "pairs.jsonl"),
-        (["--n", "0"], "--n"),
+        (["--num-samples", "0"], "--num-samples"),
         (["--temperature", "0"], "--temperature"),
         (["--top-p", "1.5"], "--top-p"),
-        (["--n", "two"], "field n"),
+        (["--num-samples", "two"], "field num_samples"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, setup, capsys, extra, message):

@@ -8,7 +8,7 @@ Example::
 
     from rlhfkit.train.best_of_n import Config, rejection_sample
     report = rejection_sample(Config(policy="runs/sft/model", reward="runs/rm/model",
-                                     prompts="prompts.jsonl", n=8))
+                                     prompts="prompts.jsonl", num_samples=8))
     report["best_of_k"]  # mean reward of the best of k samples, k = 1..8 (non-decreasing)
 
 1. generate: per batch of prompts, each sampled n times (batched, KV cache, cut after EOS)
@@ -56,8 +56,8 @@ class Config:
     """Prompts file format (auto-detected when omitted)."""
     out: Path = Path("runs/best-of-n")
     """Run directory to write (samples, demonstrations, report, config, provenance)."""
-    n: int = 8
-    """Samples per prompt."""
+    num_samples: int = 8
+    """Samples per prompt (n)."""
     max_prompts: int = 0
     """Use only the first N prompts (0 = all)."""
     batch_size: int = 8
@@ -87,7 +87,7 @@ def check_config(cfg: Config) -> None:
         raise InputError("--reward: a reward model directory is required")
     if not cfg.prompts:
         raise InputError("--prompts: a prompts file is required")
-    for name in ("n", "batch_size", "max_new_tokens"):
+    for name in ("num_samples", "batch_size", "max_new_tokens"):
         if getattr(cfg, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag}: expected at least 1, got {getattr(cfg, name)}")
@@ -166,7 +166,7 @@ def rejection_sample(cfg: Config) -> dict:
         },
         extra={
             "prompts": len(prompts),
-            "n": cfg.n,
+            "n": cfg.num_samples,
             "reward_normalization": rm.model.config.rlhfkit_reward,
         },
     )
@@ -181,13 +181,13 @@ def rejection_sample(cfg: Config) -> dict:
         if mine:
             gen = generate(
                 policy,
-                [prompts[i] for i in mine for _ in range(cfg.n)],
+                [prompts[i] for i in mine for _ in range(cfg.num_samples)],
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
                 max_prompt_tokens=cfg.max_prompt_length,
                 seed=cfg.seed * 1_000_003 + batch * 101 + accelerator.process_index,
-                batch_size=len(mine) * cfg.n,
+                batch_size=len(mine) * cfg.num_samples,
             )
             # 2. score
             scores = normalize(raw_scores(reward_model, gen, device).unsqueeze(-1), rm.model.config)
@@ -195,10 +195,10 @@ def rejection_sample(cfg: Config) -> dict:
             if cfg.missing_eos_penalty is not None:
                 penalty = torch.full_like(scores, cfg.missing_eos_penalty)
                 scores = torch.where(gen.has_eos.to(device), scores, penalty)
-            scores = scores.view(len(mine), cfg.n).tolist()  # (prompts, n)
-            eos = gen.has_eos.view(len(mine), cfg.n).tolist()
+            scores = scores.view(len(mine), cfg.num_samples).tolist()  # (prompts, n)
+            eos = gen.has_eos.view(len(mine), cfg.num_samples).tolist()
             for j, i in enumerate(mine):
-                texts = gen.texts[j * cfg.n : (j + 1) * cfg.n]
+                texts = gen.texts[j * cfg.num_samples : (j + 1) * cfg.num_samples]
                 rows.append({"index": i, "rewards": scores[j], "has_eos": eos[j], "texts": texts})
         # 3. record (main process, in prompt order)
         if accelerator.num_processes > 1:
@@ -226,7 +226,7 @@ def rejection_sample(cfg: Config) -> dict:
     report = {
         "run": str(run.dir),
         "prompts": len(rows),
-        "n": cfg.n,
+        "n": cfg.num_samples,
         "best_of_k": [round(x, 6) for x in curve],
         "gain": [round(x - curve[0], 6) for x in curve],
         "eos_share": round(sum(sum(r["has_eos"]) for r in rows) / rewards.numel(), 4),
@@ -235,14 +235,14 @@ def rejection_sample(cfg: Config) -> dict:
     if accelerator.is_main_process:
         best = []
         for r in rows:
-            k = max(range(cfg.n), key=r["rewards"].__getitem__)  # first of equal best
+            k = max(range(cfg.num_samples), key=r["rewards"].__getitem__)  # first of equal best
             best.append(
                 Example(
                     prompt=prompts[r["index"]],
                     completion=r["texts"][k],
                     item_id=str(r["index"]),
                     source=f"{cfg.prompts}#{r['index']}",
-                    meta={"reward": r["rewards"][k], "n": cfg.n, "policy": cfg.policy},
+                    meta={"reward": r["rewards"][k], "n": cfg.num_samples, "policy": cfg.policy},
                 )
             )
         write_examples_jsonl(best, run.dir / DEMONSTRATIONS)
