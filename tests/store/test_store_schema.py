@@ -16,7 +16,7 @@ def test_migration_creates_the_schema_the_code_expects(engine):
 
 
 def test_upgrade_twice_is_harmless(engine):
-    assert upgrade(engine) == "0001"
+    assert upgrade(engine) == "0002"
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):

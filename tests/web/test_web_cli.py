@@ -25,7 +25,7 @@ from rlhfkit.store.users import authenticate, create_user
 def test_db_upgrade_and_create_user(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/cli.db"
     assert main(["db", "upgrade", "--database-url", url]) == 0
-    assert json.loads(capsys.readouterr().out) == {"revision": "0001"}
+    assert json.loads(capsys.readouterr().out) == {"revision": "0002"}
     args = ["admin", "create-user", "--username", "root", "--password", "password1"]
     assert main([*args, "--role", "admin", "--database-url", url]) == 0
     assert authenticate(open_store(url), "root", "password1")["role"] == "admin"

@@ -188,11 +188,53 @@ ledger = Table(
     Index("ix_ledger_rater", "rater_id"),
 )
 
+COMPLETION_SOURCES = ("chat", "api")
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_conversations_user", "user_id", "id"),
+    comment="A chat on the chat page: one model, one user; its turns are completions.",
+)
+
+completions = Table(
+    "completions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # The id shown to clients ("chatcmpl-..."), random so that it cannot be guessed.
+    Column("public_id", String(64), nullable=False, unique=True),
+    Column("conversation_id", ForeignKey("conversations.id", ondelete="CASCADE")),
+    # Turn number within the conversation; a retried turn has several completions.
+    Column("turn", Integer),
+    Column("user_id", ForeignKey("users.id", ondelete="SET NULL")),
+    Column("model", String(200), nullable=False),
+    # The exact messages the model replied to (system/user/assistant turns).
+    Column("prompt", JSON, nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("finish_reason", String(16), nullable=False),
+    # temperature, top_p, max_tokens, seed as used.
+    Column("params", JSON, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("source IN ('chat', 'api')", name="source"),
+    Index("ix_completions_conversation", "conversation_id", "turn", "id"),
+)
+
 feedback = Table(
     "feedback",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("user_id", ForeignKey("users.id", ondelete="SET NULL")),
+    # The rated completion, when the reply came from this platform; one rating per completion
+    # (rating again replaces it). Feedback outlives a deleted conversation.
+    Column("completion_id", ForeignKey("completions.id", ondelete="SET NULL"), unique=True),
     Column("conversation", JSON, nullable=False),
     Column("reply", Text, nullable=False),
     Column("thumbs", Integer, nullable=False),
