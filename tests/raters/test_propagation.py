@@ -1,0 +1,212 @@
+"""The propagation audit: probe set, the estimators of each stage, run lineage, the CLI, and the
+bias-propagation benchmark's smoke mode end to end (tiny models, a live platform server)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlhfkit.cli import main
+from rlhfkit.errors import InputError
+from rlhfkit.raters.bias import log_words
+from rlhfkit.raters.personas import attribute_values, load_pool
+from rlhfkit.raters.propagation import (
+    build_probes,
+    policy_shift,
+    probe_regression,
+    rater_stage,
+    trace_run,
+)
+from rlhfkit.raters.simulate import simulate_judgments, synthetic_items
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_probes_are_deterministic_and_differ_in_their_attribute():
+    probes = build_probes()
+    assert [(p.variant, p.base) for p in probes] == [(p.variant, p.base) for p in build_probes()]
+    kinds = {p.kind for p in probes}
+    assert kinds == {"length", "politeness", "hedging", "refusal", "formatting"}
+    names = ["length", "politeness", "hedging", "refusal", "formatting"]
+    for kind in kinds:
+        own = [p for p in probes if p.kind == kind]
+        v = attribute_values(names, [p.variant for p in own])
+        b = attribute_values(names, [p.base for p in own])
+        # The probed attribute moves on every pair, in the variant's direction.
+        assert (v[kind] > b[kind]).all(), kind
+        if kind in ("politeness", "hedging"):
+            assert np.allclose(v["length"], b["length"]), kind  # same number of words
+        if kind == "formatting":  # the same words, plus one bullet marker per sentence
+            assert all([w for w in p.variant.split() if w != "-"] == p.base.split() for p in own)
+        if kind == "length":
+            # Padding adds no hedges, courtesies or refusals (density scorers may dilute).
+            for other in ("politeness", "hedging", "refusal"):
+                assert (v[other] <= b[other] + 0.01).all(), other
+
+
+def test_bad_probe_files(tmp_path):
+    cases = {
+        "x: [": "not valid YAML",
+        "- a\n": "expected a mapping",
+        "items: []\n": "items: expected a non-empty list",
+        "items: [{prompt: p}]\npadding: [a]\npoliteness: [[a, b]]\nhedging: [[a, b]]\n"
+        "refusals: [no]\n": "items[0]: expected prompt and answer",
+        "items: [{prompt: p, answer: a}]\npadding: [a]\npoliteness: [a]\nhedging: [[a, b]]\n"
+        "refusals: [no]\n": "politeness[0]",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "probes.yaml"
+        path.write_text(text)
+        with pytest.raises(InputError, match=message.replace("[", r"\[")):
+            build_probes(path)
+    with pytest.raises(InputError, match="no such probe file"):
+        build_probes(tmp_path / "absent.yaml")
+
+
+def test_probe_regression_recovers_planted_coefficients():
+    rng = np.random.default_rng(0)
+    n = 200
+    diffs = {
+        "length": rng.choice([0.0, 0.3, 0.6, 1.1], size=n),
+        "politeness": rng.choice([0.0, 0.2], size=n),
+        "sarcasm": np.zeros(n),
+    }
+    truth = {"length": 0.8, "politeness": -1.5}
+    y = sum(truth[a] * diffs[a] for a in truth) + rng.normal(0, 0.1, size=n)
+    est = probe_regression(diffs, y, ["length", "politeness", "sarcasm"])
+    for a, t in truth.items():
+        assert est[a].ci_low <= t <= est[a].ci_high and est[a].significant, (a, est[a])
+    assert est["sarcasm"].estimate is None and "no variation" in est["sarcasm"].note
+
+
+def test_policy_shift_is_a_paired_mean_with_an_interval():
+    ref = [[f"word {'x ' * i}".strip()] for i in range(30)]
+    longer = [[r[0] + " extra words here"] for r in ref]
+    shift, details = policy_shift(longer, ref, ["length"])
+    diffs = [log_words(a[0]) - log_words(b[0]) for a, b in zip(longer, ref, strict=True)]
+    assert shift["length"].estimate == pytest.approx(np.mean(diffs))
+    assert shift["length"].ci_low > 0 and shift["length"].significant
+    assert details["words"]["policy"] == pytest.approx(details["words"]["reference"] + 3)
+    same, _ = policy_shift(ref, ref, ["length"])
+    assert same["length"].estimate == 0 and not same["length"].significant
+
+
+def test_rater_stage_sees_the_length_loving_pool():
+    items = synthetic_items(300, seed=1)
+    loving = load_pool(ROOT / "configs" / "pools" / "length-loving.yaml")
+    balanced = load_pool(ROOT / "configs" / "pools" / "balanced.yaml")
+    long_est = rater_stage(simulate_judgments(loving, items, 2, seed=1), ["length", "politeness"])
+    # With every attribute the pool weighs in the model: alone, length would take the credit
+    # for what travels with it in these replies (refusals are short).
+    everything = ["length", "politeness", "hedging", "refusal", "formatting"]
+    flat_est = rater_stage(simulate_judgments(balanced, items, 2, seed=1), everything)
+    assert long_est["length"].significant and long_est["length"].estimate > 0.4
+    assert long_est["politeness"].estimate > 0
+    assert flat_est["length"].ci_low < long_est["length"].ci_low
+    assert flat_est["length"].ci_low <= 0.0 <= flat_est["length"].ci_high
+
+
+def _fake_run(path: Path, kind: str, inputs: dict, config: dict | None = None) -> Path:
+    path.mkdir(parents=True)
+    (path / "provenance.json").write_text(json.dumps({"kind": kind, "inputs": inputs}))
+    (path / "config.yaml").write_text(json.dumps(config or {}))
+    return path
+
+
+def test_trace_run_follows_provenance(tmp_path):
+    from rlhfkit.train.run import describe_input
+
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("{}\n")
+    rm = _fake_run(tmp_path / "rm", "reward", {"data": describe_input(data)}, {"format": "trl"})
+    (rm / "model").mkdir()
+    ppo = _fake_run(
+        tmp_path / "ppo",
+        "ppo",
+        {"policy": {"name": "default"}, "reward": describe_input(rm / "model")},
+        {"eval_prompts": "held.jsonl", "temperature": 0.9, "max_new_tokens": 33},
+    )
+    lineage = trace_run(ppo)
+    assert lineage.preference_data == data and lineage.data_format == "trl"
+    assert lineage.reward_model == rm / "model" and lineage.policy == ppo / "model"
+    assert (lineage.reference, lineage.eval_prompts) == ("default", "held.jsonl")
+    assert (lineage.temperature, lineage.max_new_tokens) == (0.9, 33)
+    assert lineage.warnings == []
+    data.write_text("changed\n")
+    assert any("changed since training" in w for w in trace_run(ppo).warnings)
+    dpo = _fake_run(
+        tmp_path / "dpo", "dpo", {"model": {"name": "tiny"}, "data": describe_input(data)}
+    )
+    lineage = trace_run(dpo)
+    assert lineage.reward_model is None and lineage.preference_data == data
+
+
+def test_trace_run_garbage(tmp_path):
+    with pytest.raises(InputError, match="no provenance.json"):
+        trace_run(tmp_path)
+    (tmp_path / "provenance.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        trace_run(tmp_path)
+    (tmp_path / "provenance.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="expected an object"):
+        trace_run(tmp_path)
+
+
+def test_cli_propagation_errors_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("items: [")
+    cases = [
+        (["audit", "propagation", str(tmp_path / "nope")], "no provenance.json"),
+        (["audit", "propagation", str(tmp_path), "--attribute", "charm"], "--attribute 'charm'"),
+        (["audit", "propagation", str(tmp_path), "--probes", str(tmp_path / "bad.yaml")], "YAML"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "bias_propagation", ROOT / "benchmarks" / "bias_propagation.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
+    """Both pools label the same pairs through a live server; tiny RMs and PPO runs; audit."""
+    out = tmp_path / "bp"
+    assert _benchmark().main(["--fast", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (out / "audit" / "propagation-length.png").stat().st_size > 1000
+    assert (out / "audit" / "propagation.txt").read_text().startswith("attribute")
+    for pool in ("balanced", "length-loving"):
+        assert result["platform"][pool]["judgments"] == result["pairs"] * 2  # overlap k = 2
+        for stage in ("raters", "reward_model", "policy"):
+            assert result["length"][stage][pool] is not None, (stage, pool)
+    # The planted difference is visible where it was planted: in the raters' judgments.
+    raters = result["length"]["raters"]
+    assert raters["length-loving"]["estimate"] > raters["balanced"]["estimate"]
+
+    # The CLI reads the same runs through their provenance.
+    runs = [str(out / pool / "ppo") for pool in ("balanced", "length-loving")]
+    argv = ["audit", "propagation", *runs, "--attribute", "length", "--attribute", "politeness"]
+    argv += ["--prompts", str(out / "heldout-prompts.jsonl"), "--n-prompts", "4", "--samples", "1"]
+    assert main([*argv, "--json", "--out", str(tmp_path / "audit")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [Path(r["run"]).parent.name for r in report["runs"]] == ["balanced", "length-loving"]
+    for r in report["runs"]:
+        assert set(r["stages"]) == {"raters", "reward_model", "policy"}
+        assert r["lineage"]["preference_data"].endswith("preferences.jsonl")
+    assert sorted(p.name for p in (tmp_path / "audit").glob("*.png")) == [
+        "propagation-length.png",
+        "propagation-politeness.png",
+    ]
+    assert main(argv) == 0  # the text table
+    table = capsys.readouterr().out
+    assert table.startswith("attribute") and "balanced" in table and "length-loving" in table
