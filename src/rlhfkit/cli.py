@@ -133,6 +133,55 @@ def _add_personality_commands(sub) -> None:
     p.add_argument("--samples", type=int, default=3, help="sample replies shown per run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+    def judge(args):
+        from rlhfkit.personality.constitution import judge_file
+
+        _print_json(judge_file(args.constitution, args.pairs, args.out, **_labeler_args(args)))
+
+    def revise(args):
+        from rlhfkit.personality.constitution import revise_file
+
+        _print_json(revise_file(args.constitution, args.input, args.out, **_labeler_args(args)))
+
+    def _labeler_args(args) -> dict:
+        return {
+            "labeler": args.labeler,
+            "endpoint": args.endpoint,
+            "endpoint_model": args.endpoint_model,
+            "principles": args.principles,
+            "format": args.format,
+        }
+
+    for name, help_text, handler, source in (
+        (
+            "judge",
+            "Judge preference pairs against a constitution (AI feedback); write them as TRL"
+            " jsonl with rater_id constitution:NAME and per-principle labels.",
+            judge,
+            "pairs",
+        ),
+        (
+            "revise",
+            "Critique and revise replies against a constitution; write the revisions as"
+            " demonstrations (TRL prompt/completion jsonl).",
+            revise,
+            "input",
+        ),
+    ):
+        p = _command(personality_sub, name, help_text, handler)
+        p.add_argument(
+            "constitution", metavar="CONSTITUTION", help="built-in name or a markdown file"
+        )
+        p.add_argument(f"--{source}", required=True, help="any supported data file")
+        p.add_argument("--out", required=True, help="the .jsonl file to write")
+        p.add_argument("--format", default=None, help="input format (detected when omitted)")
+        p.add_argument("--labeler", default="default", help="local model: default, tiny, dir")
+        p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL instead")
+        p.add_argument("--endpoint-model", default=None, help="the endpoint's model name")
+        p.add_argument(
+            "--principles", default="sample", help="sample (one per item), all, or one name"
+        )
+
 
 # --- training -----------------------------------------------------------------------------------
 

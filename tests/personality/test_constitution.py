@@ -288,3 +288,41 @@ def test_endpoint_arguments_are_checked():
         make_labeler(endpoint="ftp://x", endpoint_model="m")
     with pytest.raises(InputError, match="model name is required"):
         make_labeler(endpoint="http://127.0.0.1:9", endpoint_model="")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def test_judge_and_revise_cli_on_the_tiny_model(tmp_path, capsys):
+    from rlhfkit.cli import main
+    from rlhfkit.data import write_examples_jsonl, write_preferences_jsonl
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_preferences_jsonl(PAIRS, pairs)
+    out = tmp_path / "ai.jsonl"
+    argv = ["personality", "judge", "helpful-harmless", "--pairs", str(pairs), "--out", str(out)]
+    assert main([*argv, "--labeler", "tiny", "--principles", "harmless"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rater_id"] == "constitution:helpful-harmless" and result["judged"] == 3
+    judged = read_preferences(out)
+    assert all(set(p.labels["chosen"]) == {"harmless"} for p in judged)
+
+    replies = tmp_path / "replies.jsonl"
+    write_examples_jsonl([Example(PROMPT, "Go away.")], replies)
+    demos = tmp_path / "demos.jsonl"
+    argv = ["personality", "revise", "helpful-harmless", "--input", str(replies)]
+    assert main([*argv, "--out", str(demos), "--labeler", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 1
+
+
+def test_judge_cli_garbage_is_a_clear_error(tmp_path, capsys):
+    from rlhfkit.cli import main
+
+    bad = tmp_path / "bad.md"
+    bad.write_text("no title here\n")
+    out = tmp_path / "ai.jsonl"
+    argv = ["personality", "judge", str(bad), "--pairs", "x.jsonl", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.md:1: no '# Title' line" in err and "Traceback" not in err
+    assert not out.exists()

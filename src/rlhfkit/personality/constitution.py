@@ -633,3 +633,57 @@ def summary(pairs: list[PreferencePair]) -> dict[str, Any]:
         ),
         "per_principle": {k: {"n": len(v), "agreement": sum(v) / len(v)} for k, v in per.items()},
     }
+
+
+def judge_file(
+    constitution: str,
+    pairs: str,
+    out: str,
+    *,
+    labeler: str = "default",
+    endpoint: str | None = None,
+    endpoint_model: str | None = None,
+    principles: str = "sample",
+    format: str | None = None,
+) -> dict[str, Any]:
+    """``rlhfkit personality judge``: judge a preference file, write the judgments; a summary.
+
+    Example::
+
+        judge_file("helpful-harmless", "pairs.jsonl", "ai-feedback.jsonl", labeler="default")
+    """
+    from rlhfkit.data import read_preferences
+
+    parsed = load_constitution(constitution)  # bad files fail before any model loads
+    records = read_preferences(pairs, format)
+    model = make_labeler(labeler, endpoint=endpoint, endpoint_model=endpoint_model)
+    judged = judge_pairs(model, parsed, records, principles=principles)
+    write_judgments(judged, out)
+    return {"out": str(out), "rater_id": parsed.rater_id, **summary(judged)}
+
+
+def revise_file(
+    constitution: str,
+    replies: str,
+    out: str,
+    *,
+    labeler: str = "default",
+    endpoint: str | None = None,
+    endpoint_model: str | None = None,
+    principles: str = "sample",
+    format: str | None = None,
+) -> dict[str, Any]:
+    """``rlhfkit personality revise``: critique and revise a file's replies; a summary.
+
+    Example::
+
+        revise_file("helpful-harmless", "replies.jsonl", "constitutional-sft.jsonl")
+    """
+    from rlhfkit.data import read_examples
+
+    parsed = load_constitution(constitution)
+    examples = read_examples(replies, format)
+    model = make_labeler(labeler, endpoint=endpoint, endpoint_model=endpoint_model)
+    demos = critique_and_revise(model, parsed, examples, principles=principles)
+    n = write_demonstrations(demos, out)
+    return {"out": str(out), "rater_id": parsed.rater_id, "examples": len(examples), "written": n}
