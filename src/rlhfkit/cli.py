@@ -499,9 +499,6 @@ def _add_beyond_ppo_commands(sub) -> None:
 
         _print_json(rejection_sample(config_from_args(Config, args)))
 
-    from rlhfkit.config import add_config_arguments
-    from rlhfkit.train.best_of_n import Config as BestOfNConfig
-
     p = _command(
         sub,
         "best-of-n",
@@ -509,7 +506,11 @@ def _add_beyond_ppo_commands(sub) -> None:
         " rejection-sampling fine-tuning); print the mean reward of best-of-k, k = 1..n, as JSON.",
         best_of_n,
     )
-    add_config_arguments(p, BestOfNConfig)
+    if _WANTED is None or "best-of-n" in _WANTED:
+        from rlhfkit.config import add_config_arguments
+        from rlhfkit.train.best_of_n import Config as BestOfNConfig
+
+        add_config_arguments(p, BestOfNConfig)
 
 
 # --- platform -----------------------------------------------------------------------------------

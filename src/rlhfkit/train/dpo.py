@@ -41,6 +41,7 @@ from rlhfkit.train.base import (
     disable_dropout,
     make_accelerator,
     make_optimizer,
+    prepare,
     total_steps,
 )
 from rlhfkit.train.common import seed_everything
@@ -208,7 +209,7 @@ def train(cfg: Config) -> Path:
     lm.train()
     model = SelectiveLM(lm)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
     cache = run.dir / REFERENCE_CACHE
     if cfg.resume and cache.exists():

@@ -50,6 +50,7 @@ from rlhfkit.train.base import (
     frozen_reward_model,
     make_accelerator,
     make_optimizer,
+    prepare,
     raw_scores,
     read_prompts,
 )
@@ -227,7 +228,7 @@ def train(cfg: Config) -> Path:
     lm.train()
     model = GroupedLM(lm)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
     gen_policy = Policy(inner.lm, tok, cfg.policy)
     ref_ctx = (lambda: inner.lm.disable_adapter()) if cfg.lora else nullcontext
