@@ -520,7 +520,7 @@ def _add_platform_commands(sub) -> None:
     def serve(args):
         from rlhfkit.web.server import serve as run_server
 
-        run_server(host=args.host, port=args.port, workers=args.workers)
+        run_server(host=args.host, port=args.port, workers=args.workers, models=args.models)
 
     def db_upgrade(args):
         from rlhfkit.store.migrate import upgrade
@@ -560,6 +560,12 @@ def _add_platform_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--workers", type=int, default=1, help="worker processes (1 for SQLite)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="models the chat page and /v1 serve, comma-separated: default, tiny, run names"
+        " (runs/NAME/model) or model directories (default: RLHFKIT_CHAT_MODELS, else all)",
+    )
 
     group = sub.add_parser("db", help="Platform database.", description="Platform database.")
     group.set_defaults(handler=lambda args: group.print_help() or 2)
@@ -596,6 +602,42 @@ def _add_platform_commands(sub) -> None:
     )
     p.add_argument("--totals", action="store_true", help="ledger: totals per rater, not entries")
     p.add_argument("--database-url", default=None, help=db_help)
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+def _add_feedback_commands(sub) -> None:
+    def export(args):
+        from rlhfkit.store.feedback import export_feedback_files
+        from rlhfkit.store.migrate import open_store
+
+        engine = open_store(args.database_url)
+        _print_json(export_feedback_files(engine, args.out, args.pairs_out, args.model))
+
+    group = sub.add_parser(
+        "feedback",
+        help="End users' thumbs up / down from the chat page and /v1/feedback.",
+        description="End users' thumbs up / down from the chat page and /v1/feedback.",
+    )
+    group.set_defaults(handler=lambda args: group.print_help() or 2)
+    feedback_sub = group.add_subparsers(dest="feedback_command", metavar="COMMAND")
+    p = _command(
+        feedback_sub,
+        "export",
+        "Write the ratings as unpaired KTO data (prompt, completion, label) and, with"
+        " --pairs-out, preference pairs (prompt, chosen, rejected) where the same prompt got a"
+        " liked and a disliked reply; TRL jsonl. Prints the counts as JSON.",
+        export,
+    )
+    p.add_argument("--out", required=True, help="unpaired jsonl to write (atomically)")
+    p.add_argument("--pairs-out", default=None, help="preference pairs jsonl to write")
+    p.add_argument("--model", default=None, help="only ratings of this model's replies")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL (default: RLHFKIT_DATABASE_URL or sqlite:///./rlhfkit.db)",
+    )
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -689,6 +731,7 @@ GROUPS = [
     _add_raters_commands,
     _add_beyond_ppo_commands,
     _add_platform_commands,
+    _add_feedback_commands,
     _add_report_commands,
     _add_tradeoff_commands,
 ]

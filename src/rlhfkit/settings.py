@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         description="Key that signs session cookies; a random one per process when empty.",
     )
     runs_dir: Path = Field(default=Path("runs"), description="Where run directories go.")
+    chat_models: str = Field(
+        default="",
+        description="Comma-separated models the chat page and /v1 endpoints serve: default,"
+        " tiny, run names (runs/NAME/model) or model directories; empty: all of them.",
+    )
 
 
 def get_settings() -> Settings:

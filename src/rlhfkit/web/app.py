@@ -1,4 +1,5 @@
-"""The FastAPI application: rater pages, admin pages and the JSON API.
+"""The FastAPI application: rater pages, admin pages, the chat page, the JSON API and the
+OpenAI-compatible ``/v1`` endpoints.
 
 Example::
 
@@ -25,12 +26,15 @@ from rlhfkit.store import Conflict, Forbidden, NotFound, make_engine
 from rlhfkit.web import security
 from rlhfkit.web.api import admin as api_admin
 from rlhfkit.web.api import auth as api_auth
+from rlhfkit.web.api import openai as api_openai
 from rlhfkit.web.api import projects as api_projects
 from rlhfkit.web.api import tasks as api_tasks
 from rlhfkit.web.deps import LoginRequired, PageForbidden, session_of
 from rlhfkit.web.pages import admin as pages_admin
 from rlhfkit.web.pages import auth as pages_auth
+from rlhfkit.web.pages import chat as pages_chat
 from rlhfkit.web.pages import rater as pages_rater
+from rlhfkit.web.serving import ModelRegistry
 
 HERE = Path(__file__).parent
 _STATUS = [(NotFound, 404), (Forbidden, 403), (Conflict, 409), (InputError, 422)]
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.engine = engine
+    app.state.models = ModelRegistry.from_setting(settings.runs_dir, settings.chat_models)
     app.state.sessions = security.Sessions(settings.secret_key or security.site_secret(engine))
     # Autoescape every template whatever its name: model and user text is untrusted.
     env = jinja2.Environment(
@@ -65,9 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(env=env)
     app.add_middleware(security.BodyLimit)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (api_auth, api_tasks, api_projects, api_admin):
+    for module in (api_auth, api_tasks, api_projects, api_admin, api_openai):
         app.include_router(module.router)
-    for module in (pages_auth, pages_rater, pages_admin):
+    for module in (pages_auth, pages_rater, pages_admin, pages_chat):
         app.include_router(module.router, include_in_schema=False)
     _add_error_handlers(app)
 
@@ -79,10 +84,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and request.url.path != "/openapi.json"
+    path = request.url.path
+    return not path.startswith(("/api/", "/v1/", "/chat/api/")) and path != "/openapi.json"
+
+
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+def _openai_error(status: int, message: str, param=None, code=None, headers=None):
+    """OpenAI's error shape; OpenAI answers every invalid request with 400, never 422."""
+    status = 400 if status == 422 else status
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    if status == 404 and code is None:
+        code = "model_not_found" if message.startswith("model ") else "not_found"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _error(request: Request, status: int, detail: str, headers=None):
+    if request.url.path.startswith("/v1/"):
+        return _openai_error(status, detail, headers=headers)
     if _wants_html(request):
         templates = request.app.state.templates
         data = session_of(request)
@@ -102,6 +123,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         status = next(code for cls, code in _STATUS if isinstance(exc, cls))
         return _error(request, status, str(exc))
 
+    @app.exception_handler(api_openai.OpenAIError)
+    async def openai_error(request: Request, exc: api_openai.OpenAIError):
+        return _openai_error(exc.status, exc.message, exc.param, exc.code)
+
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired):
         return RedirectResponse("/login", status_code=303)
@@ -116,6 +141,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
+        if request.url.path.startswith("/v1/"):
+            first = exc.errors()[0] if exc.errors() else {}
+            loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+            where = ".".join(loc)
+            message = f"{where}: {first.get('msg', 'invalid input')}" if where else "invalid body"
+            return _openai_error(400, message, where or None)
         if _wants_html(request):
             first = exc.errors()[0] if exc.errors() else {}
             where = ".".join(str(x) for x in first.get("loc", ()))

@@ -93,7 +93,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = True
                 if too_big:
-                    return await _too_large(send, limit)
+                    return await _too_large(send, limit, scope["path"])
         seen = 0
 
         async def limited_receive():
@@ -108,15 +108,20 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _too_large(send, limit)
+            await _too_large(send, limit, scope["path"])
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body too large: at most {limit} bytes"}).encode()
+async def _too_large(send, limit: int, path: str = "") -> None:
+    message = f"request body too large: at most {limit} bytes"
+    if path.startswith("/v1/"):  # OpenAI clients read errors in OpenAI's shape
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        body = json.dumps({"error": error}).encode()
+    else:
+        body = json.dumps({"detail": message}).encode()
     await send(
         {
             "type": "http.response.start",

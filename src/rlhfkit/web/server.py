@@ -16,11 +16,13 @@ def serve(
     workers: int = 1,
     database_url: str | None = None,
     log_level: str = "info",
+    models: str | None = None,
 ) -> None:
     """Apply migrations once, then start ``workers`` uvicorn processes on ``host:port``.
 
     SQLite takes one writer at a time, so one worker is the right default there; PostgreSQL
-    gains from several.
+    gains from several. ``models``: the comma-separated models the chat page and ``/v1`` serve
+    (default: the ``chat_models`` setting; empty there too: default, tiny and every run).
     """
     import os
 
@@ -36,6 +38,8 @@ def serve(
     url = database_url or get_settings().database_url
     # Workers are fresh processes that read the environment: hand them the same database.
     os.environ["RLHFKIT_DATABASE_URL"] = url
+    if models is not None:
+        os.environ["RLHFKIT_CHAT_MODELS"] = models
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 
 from rlhfkit.store import export, ledger, projects, queue, stats
 from rlhfkit.store import users as store_users
+from rlhfkit.store.feedback import feedback_counts
 from rlhfkit.store.schema import PROFILE_FIELDS
 from rlhfkit.web.api.admin import _file_response
 from rlhfkit.web.deps import EngineDep, Id, PageAdmin, check_csrf, render
@@ -24,7 +25,12 @@ _ALLOWED_SUFFIXES = (".jsonl", ".json", ".gz", ".parquet", ".csv")
 def admin_home(request: Request, user: PageAdmin, engine: EngineDep):
     rows = [(p, projects.progress(engine, p["id"])) for p in projects.list_projects(engine)]
     return render(
-        request, "admin_home.html", user, projects=rows, users=store_users.list_users(engine)
+        request,
+        "admin_home.html",
+        user,
+        projects=rows,
+        users=store_users.list_users(engine),
+        feedback=feedback_counts(engine),
     )
 
 
