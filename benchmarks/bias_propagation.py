@@ -134,7 +134,7 @@ def contrast(a: dict | None, b: dict | None) -> dict | None:
             "significant": abs(d) > 1.96 * se}  # fmt: skip
 
 
-def run(settings: Settings, out: Path, fast: bool) -> dict:
+def run(settings: Settings, out: Path, fast: bool, reuse: str | None = None) -> dict:
     from rlhfkit.raters.personas import load_pool
     from rlhfkit.raters.propagation import DEFAULT_ATTRIBUTES, audit_propagation
     from rlhfkit.raters.simulate import (
@@ -156,7 +156,11 @@ def run(settings: Settings, out: Path, fast: bool) -> dict:
     log(f"{len(train_prompts)} candidate prompts, {len(held)} held out")
 
     # 2. candidates: two replies per prompt, the same pairs for both pools
-    items = candidates(settings, train_prompts, fast)
+    if reuse is not None:
+        rows = [json.loads(line) for line in Path(reuse).read_text("utf-8").splitlines() if line]
+        items = [(r["prompt"], r["a"], r["b"]) for r in rows]
+    else:
+        items = candidates(settings, train_prompts, fast)
     (out / "candidates.jsonl").write_text(
         "".join(json.dumps({"prompt": p, "a": a, "b": b}) + "\n" for p, a, b in items), "utf-8"
     )
@@ -289,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         if key != "model":
             parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None)
     parser.add_argument(
+        "--candidates", default=None, help="reuse a candidates.jsonl written by an earlier run"
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
     if args.model:
         values["model"] = args.model
-    result = run(Settings(**values), Path(args.out), args.fast)
+    result = run(Settings(**values), Path(args.out), args.fast, args.candidates)
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return 0
 

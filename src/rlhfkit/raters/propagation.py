@@ -507,6 +507,16 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     return [out / "propagation.json", out / "propagation.txt", *plots]
 
 
+def run_labels(report: dict[str, Any]) -> list[str]:
+    """Short names of the report's runs: the directory name, or parent/name when two runs share
+    a name (runs/balanced/ppo and runs/long/ppo)."""
+    paths = [Path(r["run"]) for r in report["runs"]]
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" for p in paths]
+
+
 def _cell(e: dict | None) -> str:
     if e is None:
         return "-"
@@ -521,16 +531,16 @@ def format_propagation(report: dict[str, Any]) -> str:
     lines = [
         f"{'attribute':11s} {'run':24s} {'raters':28s} {'reward model':28s} {'policy shift':28s}"
     ]
+    labels = run_labels(report)
     for a in report["attributes"]:
-        for r in report["runs"]:
+        for name, r in zip(labels, report["runs"], strict=True):
             cells = [_cell(r["stages"].get(s, {}).get(a)) for s in STAGES]
-            name = Path(r["run"]).name[:24]
-            lines.append(f"{a:11s} {name:24s} {cells[0]:28s} {cells[1]:28s} {cells[2]:28s}")
-    for r in report["runs"]:
+            lines.append(f"{a:11s} {name[:24]:24s} {cells[0]:28s} {cells[1]:28s} {cells[2]:28s}")
+    for name, r in zip(labels, report["runs"], strict=True):
         words = r["policy_details"].get("words")
         if words:
             lines.append(
-                f"{Path(r['run']).name}: mean words {words['reference']:.1f} (reference) ->"
+                f"{name}: mean words {words['reference']:.1f} (reference) ->"
                 f" {words['policy']:.1f} (policy)"
             )
         lines.extend(f"warning: {w}" for w in r["warnings"])
@@ -548,7 +558,7 @@ def plot_propagation(report: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    names = [Path(r["run"]).name for r in report["runs"]]
+    names = run_labels(report)
     titles = {"raters": "raters (bias profile)", "reward_model": "reward model (probes)",
               "policy": "policy (shift vs reference)"}  # fmt: skip
     for a in report["attributes"]:
