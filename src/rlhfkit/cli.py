@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from rlhfkit.errors import InputError
@@ -720,9 +721,31 @@ def _add_tradeoff_commands(sub) -> None:
         add_config_arguments(p, TradeoffConfig)
 
 
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def _add_demo_commands(sub) -> None:
+    def demo(args):
+        from rlhfkit.demo import DemoConfig, run_demo
+
+        values = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__}
+        values = {k: v for k, v in values.items() if v is not None}
+        summary = run_demo(DemoConfig(**values))
+        _print_json(summary)
+
+    p = _command(sub, "demo", "The whole loop on the default model, offline (--fast: tiny).", demo)
+    p.add_argument("--fast", action="store_true", help="tiny model, small settings (~1 minute)")
+    p.add_argument("--model", default=None, help="policy to start from (default: default)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/demo)")
+    p.add_argument("--data-dir", type=Path, default=None, help="human data (../shared/data)")
+    p.add_argument("--pool", type=Path, default=None, help="simulated rater pool YAML")
+    p.add_argument("--seed", type=int, default=None, help="seed for every stage")
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 GROUPS = [
+    _add_demo_commands,
     _add_model_commands,
     _add_train_commands,
     _add_personality_commands,
