@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rlhfkit.errors import InputError
 
@@ -227,7 +227,9 @@ def _add_train_commands(sub) -> None:
             for key, value in result.items():
                 print(f"{key:12s} {value}")
 
-    p = _command(reward_sub, "eval", "Accuracy, margin and calibration of a reward model.", reward_eval)
+    p = _command(
+        reward_sub, "eval", "Accuracy, margin and calibration of a reward model.", reward_eval
+    )
     p.add_argument("--model", required=True, help="reward model directory")
     p.add_argument("--data", required=True, help="preference pairs (any supported format)")
     p.add_argument("--format", default=None, help="data format (auto-detected when omitted)")
