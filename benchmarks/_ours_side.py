@@ -7,8 +7,9 @@ step (when the trainer logs the step) and running counts of the work done up to 
 (pairs, non-padding tokens or samples) and ``tokens`` (non-padding tokens through the model).
 
 The counts come from wrapping the functions each trainer calls by module name (``right_pad``
-for the batches it pads, ``generate`` for the rollouts): the wrappers count and return the
-original result untouched. After the last timed step the run is stopped: saving the model and
+and ``left_pad`` for the batches it pads, ``generate`` for the rollouts): the wrappers count
+and return the original result untouched. Tokens are those the trainer actually runs (a prompt
+shared by both responses of a pair counts once). After the last timed step the run is stopped: saving the model and
 the end-of-run evaluation are not part of a training step (TRL's side saves nothing either).
 """
 
@@ -46,7 +47,11 @@ def main(spec_path: str) -> None:
 
     original_log = run_module.Run.log
 
+    pairs_per_step = spec["batch_size"] if task in ("reward", "dpo") else 0
+
     def log(self, step, metrics):
+        # every logged step trained one global batch: --batch-size pairs for reward and DPO
+        counts["units"] += pairs_per_step
         # marked after the step's own logging, so the one-time TensorBoard set-up of the first
         # log falls into the warm-up step (TRL's side logs without TensorBoard)
         original_log(self, step, metrics)
@@ -56,18 +61,22 @@ def main(spec_path: str) -> None:
 
     run_module.Run.log = log
 
-    def count_padded(module, units: str) -> None:
-        """Count what ``module.right_pad`` pads: pairs (two sequences each) or tokens."""
-        original = module.right_pad
+    def count_padded(module, units_are_tokens: bool) -> None:
+        """Count the real tokens of every batch ``module`` pads, through ``right_pad`` and,
+        where it uses one, ``left_pad`` (a prompt run once for both responses of a pair)."""
+        for name in ("right_pad", "left_pad"):
+            original = getattr(module, name, None)
+            if original is None:
+                continue
 
-        def counted(sequences, *args, **kwargs):
-            ids, mask = original(sequences, *args, **kwargs)
-            tokens = int(mask.sum())
-            counts["tokens"] += tokens
-            counts["units"] += len(sequences) // 2 if units == "pairs" else tokens
-            return ids, mask
+            def counted(sequences, *args, _original=original, **kwargs):
+                ids, mask = _original(sequences, *args, **kwargs)
+                tokens = int(mask.sum())
+                counts["tokens"] += tokens
+                counts["units"] += tokens if units_are_tokens else 0
+                return ids, mask
 
-        module.right_pad = counted
+            setattr(module, name, counted)
 
     def count_generated(module) -> None:
         """Count the samples (and prompt + response tokens) of each rollout ``generate``."""
@@ -104,17 +113,17 @@ def main(spec_path: str) -> None:
     if task == "reward":
         from rlhfkit.train import reward as trainer
 
-        count_padded(trainer, "pairs")
+        count_padded(trainer, units_are_tokens=False)
         cfg = trainer.Config(model=spec["model"], data=spec["pairs"], **common)
     elif task == "sft":
         from rlhfkit.train import sft as trainer
 
-        count_padded(trainer, "tokens")
+        count_padded(trainer, units_are_tokens=True)
         cfg = trainer.Config(model=spec["model"], data=spec["demos"], **common)
     elif task == "dpo":
         from rlhfkit.train import dpo as trainer
 
-        count_padded(trainer, "pairs")
+        count_padded(trainer, units_are_tokens=False)
         original_reference = trainer.reference_logps
 
         def timed_reference(model, pairs, *args, **kwargs):
