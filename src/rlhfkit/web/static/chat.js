@@ -47,7 +47,7 @@
   function rateControls(div) {
     var box = document.createElement("div");
     box.className = "rate";
-    [["up", "\u{1F44D}", "Good reply"], ["down", "\u{1F44E}", "Bad reply"]].forEach(function (t) {
+    [["up", "\u25B2 Good", "Good reply"], ["down", "\u25BC Bad", "Bad reply"]].forEach(function (t) {
       var b = document.createElement("button");
       b.type = "button";
       b.className = "thumb " + t[0];
