@@ -218,3 +218,20 @@ def test_singly_rated_items_give_undefined_agreement_not_errors():
     report = agreement_report(annotation_table([(1, "a", "x"), (2, "a", "y")]))
     assert report["fleiss_kappa"] is None and report["krippendorff_alpha"] is None
     assert report["percent_agreement"] is None and report["flagged_raters"] == []
+
+
+def test_agreement_labels_responses_not_screen_positions():
+    # Two raters chose the same response but saw the pair in opposite orders.
+    from rlhfkit.data.records import PreferencePair
+    from rlhfkit.raters.quality import annotations_from_pairs, percent_agreement
+
+    prompt = [{"role": "user", "content": "q"}]
+    pairs = [
+        PreferencePair(
+            prompt, "good", "bad", rater_id="r1", item_id="i", meta={"shown_first": "chosen"}
+        ),
+        PreferencePair(
+            prompt, "good", "bad", rater_id="r2", item_id="i", meta={"shown_first": "rejected"}
+        ),
+    ]
+    assert percent_agreement(annotations_from_pairs(pairs).table) == 1.0

@@ -486,13 +486,13 @@ def _is_xstest(path: Path, format: str | None) -> bool:
 def annotations_from_pairs(pairs: Iterable[PreferencePair], source: str = "") -> Annotations:
     """One annotation per judged pair: label ``"first"``, ``"second"`` or ``"tie"``.
 
-    Pairs need ``rater_id`` and ``item_id``. "first" means the response shown first was chosen
-    (see :func:`rlhfkit.raters.bias.first_shown`); where the order was not recorded, the two
-    responses are put in a fixed order (by their text) so that every rater of an item is
-    compared on the same footing.
+    Pairs need ``rater_id`` and ``item_id``. The label names a *response*, not a screen
+    position: the two responses of an item are put in one fixed order for every rater (the
+    source's own order where it has one, as PandaLM's response1/response2; else by their
+    text), and "first" means that rater chose the first of them. (The platform shows each
+    rater the pair in a random order, so the position a rater clicked is not comparable
+    across raters; the position effect belongs to the bias profile.)
     """
-    from rlhfkit.raters.bias import first_shown
-
     rows = []
     for n, p in enumerate(pairs):
         if p.rater_id is None or p.item_id is None:
@@ -503,10 +503,18 @@ def annotations_from_pairs(pairs: Iterable[PreferencePair], source: str = "") ->
         if p.tie:
             label = "tie"
         else:
-            shown = first_shown(p) or ("chosen" if p.chosen <= p.rejected else "rejected")
-            label = "first" if shown == "chosen" else "second"
+            first = _source_first(p) or ("chosen" if p.chosen <= p.rejected else "rejected")
+            label = "first" if first == "chosen" else "second"
         rows.append((p.item_id, p.rater_id, label))
     return Annotations(annotation_table(rows), source=source)
+
+
+def _source_first(pair: PreferencePair) -> str | None:
+    """``"chosen"``/``"rejected"``: which response the source lists first for every rater."""
+    votes = (pair.meta or {}).get("votes")
+    if isinstance(votes, dict) and votes.get(pair.rater_id) in (0, 1, 2):
+        return "rejected" if votes[pair.rater_id] == 2 else "chosen"
+    return None
 
 
 def annotations_from_examples(
