@@ -370,3 +370,69 @@ def test_rater_summary_counts_judgments():
 
     s = run.rater_summary([R("a"), R("a"), R("b"), R(None)])
     assert s["raters"] == 2 and s["judgments"] == 3 and s["per_rater"] == {"a": 2, "b": 1}
+
+
+def test_reward_freeze_layers_trains_only_the_top(tmp_path, data):
+    out = reward.train(
+        reward.Config(
+            model="tiny",
+            data=str(data[1]),
+            out=tmp_path / "rm",
+            batch_size=8,
+            lr=1e-3,
+            max_steps=2,
+            freeze_layers=1,
+        )
+    )
+    before = load_reward_model("tiny").model.state_dict()
+    after = weights(out / "model")
+    for name, tensor in before.items():
+        frozen = name.startswith(("model.embed_tokens", "model.layers.0."))
+        assert torch.equal(tensor, after[name]) == frozen, name
+
+
+def test_freezing_more_layers_than_exist_is_a_clear_error(tmp_path, data, capsys):
+    code = main(
+        [
+            "reward",
+            "train",
+            "--model",
+            "tiny",
+            "--data",
+            str(data[1]),
+            "--out",
+            str(tmp_path / "rm"),
+            "--freeze-layers",
+            "99",
+            "--max-steps",
+            "1",
+        ]
+    )
+    assert code == 2
+    assert "--freeze-layers 99" in capsys.readouterr().err
+
+
+def test_value_model_starts_from_the_reward_model_and_is_trainable(tmp_path, data):
+    from rlhfkit.train.rewards import load_reward, value_model_init
+
+    rm_dir = (
+        reward.train(
+            reward.Config(
+                model="tiny",
+                data=str(data[1]),
+                out=tmp_path / "rm",
+                batch_size=8,
+                lr=1e-3,
+                max_steps=1,
+            )
+        )
+        / "model"
+    )
+    frozen = load_reward(str(rm_dir), tiny_policy().tokenizer)
+    value = value_model_init(frozen, None, "tiny")
+    assert all(p.requires_grad for p in value.parameters())
+    for (name, a), b in zip(
+        value.state_dict().items(), frozen.rm.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert not any(p.requires_grad for p in frozen.rm.model.parameters())

@@ -208,8 +208,11 @@ def value_model_init(reward: RewardFunction, value_init: str | None, policy: str
     from rlhfkit.models.heads import load_reward_model
 
     if value_init is None and isinstance(reward, RewardModelReward):
-        return copy.deepcopy(reward.rm.model)
-    return load_reward_model(value_init or policy).model
+        model = copy.deepcopy(reward.rm.model)
+    else:
+        model = load_reward_model(value_init or policy).model
+    # the copy of the (frozen) reward model must itself be trained
+    return model.requires_grad_(True)
 
 
 @torch.no_grad()
