@@ -159,6 +159,29 @@ def make_optimizer(model, cfg: TrainConfig, steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
+def freeze_bottom(model: torch.nn.Module, n_layers: int) -> int:
+    """Freeze the token embeddings and the first ``n_layers`` transformer blocks.
+
+    No gradient then flows below the first trainable block, so backward costs only the top of
+    the network; with small preference sets the frozen features also overfit less. Returns the
+    number of parameters left trainable.
+    """
+    if n_layers <= 0:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = inner.base_model
+    layers = getattr(body, "layers", None)
+    if layers is None or n_layers > len(layers):
+        from rlhfkit.errors import InputError
+
+        total = "no" if layers is None else len(layers)
+        raise InputError(f"--freeze-layers {n_layers}: the model has {total} transformer layers")
+    for module in [body.get_input_embeddings(), *layers[:n_layers]]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Checklist point 4: dropout off everywhere, in train mode too."""
     for module in model.modules():

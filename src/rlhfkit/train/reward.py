@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from rlhfkit.data import read_preferences
 from rlhfkit.data.records import PreferencePair
 from rlhfkit.errors import InputError
-from rlhfkit.models.chat import encode_prompt, encode_response, right_pad
+from rlhfkit.models.chat import encode_prompt, encode_response, left_pad, right_pad
 from rlhfkit.models.heads import RewardModel, load_reward_model, set_normalization
 from rlhfkit.train.base import (
     GlobalBatchSampler,
@@ -33,6 +33,7 @@ from rlhfkit.train.base import (
     apply_lora,
     derive_batches,
     disable_dropout,
+    freeze_bottom,
     make_accelerator,
     make_optimizer,
     prepare,
@@ -64,6 +65,10 @@ class Config(TrainConfig):
     """Hold out this share of pairs (deterministically) and report accuracy on it."""
     eval_data: str | None = None
     """A separate file of pairs to evaluate on after training."""
+    freeze_layers: int = 0
+    """Freeze the embeddings and this many bottom transformer layers (0 = train everything)."""
+    share_prefix: bool = True
+    """Run each prompt once and continue both responses from its key/value cache."""
 
 
 @dataclass
@@ -105,12 +110,24 @@ def encode_pair(
 
 
 def pair_scores(
-    model, pairs: list[EncodedPair], pad_id: int, device
+    model, pairs: list[EncodedPair], pad_id: int, device, share_prefix: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected of every pair in ONE forward pass: (batch, heads) each."""
-    seqs = [s for p in pairs for s in p.sequences()]  # chosen0, rejected0, chosen1, ...
-    ids, attn = right_pad(seqs, pad_id)
-    scores = model(ids.to(device), attn.to(device))  # (2*batch, heads)
+    """Chosen and rejected of every pair in ONE forward pass: (batch, heads) each.
+
+    With ``share_prefix`` the prompt is run once and both responses continue from its cache
+    (HH prompts are long multi-turn dialogues; the two sides differ only at the end).
+    """
+    if share_prefix:
+        prompt_ids, prompt_mask = left_pad([p.prompt for p in pairs], pad_id)  # (b, P)
+        conts = [r for p in pairs for r in (p.chosen, p.rejected)]
+        ids, attn = right_pad(conts, pad_id)  # (2b, R): chosen0, rejected0, chosen1, ...
+        scores = model(
+            ids.to(device), attn.to(device), prompt_ids.to(device), prompt_mask.to(device), 2
+        )  # (2b, heads)
+    else:
+        seqs = [s for p in pairs for s in p.sequences()]  # chosen0, rejected0, chosen1, ...
+        ids, attn = right_pad(seqs, pad_id)
+        scores = model(ids.to(device), attn.to(device))  # (2b, heads)
     return scores[0::2], scores[1::2]
 
 
@@ -209,6 +226,7 @@ def train(cfg: Config) -> Path:
     disable_dropout(body)
     if cfg.lora:
         body = apply_lora(body, cfg, task_type="SEQ_CLS")
+    trainable = freeze_bottom(body, cfg.freeze_layers)
     body.train()
     model = RewardModel(body)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
@@ -228,6 +246,7 @@ def train(cfg: Config) -> Path:
             "train_pairs": len(train_pairs),
             "heldout_pairs": len(held_pairs),
             "heads": rm.heads,
+            "trainable_parameters": trainable,
             "raters": rater_summary(pairs),
         },
     )
@@ -244,7 +263,9 @@ def train(cfg: Config) -> Path:
             chunk = [encoded[i] for i in items]
             ctx = accelerator.no_sync(model) if k < len(micro) - 1 else nullcontext()
             with ctx:
-                c, r = pair_scores(model, chunk, tok.pad_token_id, accelerator.device)
+                c, r = pair_scores(
+                    model, chunk, tok.pad_token_id, accelerator.device, cfg.share_prefix
+                )
                 s, _, ok = pair_loss(c, r, chunk, cfg.use_margin)
                 accelerator.backward(s / n_judged * accelerator.num_processes)
             loss_sum += s.detach()
