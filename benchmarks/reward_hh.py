@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     run = reward.train(cfg)
     seconds = time.time() - started
     evaluation = json.loads((run / "eval.json").read_text())
-    steps = sum(1 for _ in open(run / "metrics.jsonl"))
+    steps = len((run / "metrics.jsonl").read_text().splitlines())
     result = {
         "heldout": evaluation["heldout"],
         "train_pairs": evaluation["train_pairs"],
