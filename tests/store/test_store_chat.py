@@ -41,6 +41,10 @@ def test_conversation_history_follows_the_latest_try(engine):
     rows = chat.turns(engine, cid)
     assert [(r["reply"], r["thumbs"]) for r in rows] == [("Hello", None), ("Hey there", 1)]
     assert chat.list_conversations(engine, uid)[0]["replies"] == 2
+    # a blank reply is not part of the history the next turn sees
+    second = [*messages, {"role": "user", "content": "Still there?"}]
+    _completion(engine, " \n", uid, prompt=second, conversation_id=cid, turn=1, source="chat")
+    assert chat.history(engine, cid) == (second, 2)
     other = create_user(engine, "other", "password1")
     with pytest.raises(NotFound):
         chat.get_conversation(engine, cid, other)

@@ -74,7 +74,9 @@ def test_a_streamed_reply_is_stored_rated_and_shown_escaped(chat):
     second = _events(_say(admin, cid, csrf, message="And again?"))[-1]["completion_id"]
     prompt = store_chat.get_completion(chat.engine, second)["prompt"]
     assert [m["role"] for m in prompt] == ["user", "assistant", "user"]
-    retried = _events(_say(admin, cid, csrf, retry=True))[-1]["completion_id"]
+    again = _events(_say(admin, cid, csrf, retry=True))
+    assert again[-1]["type"] == "done", again[-1]
+    retried = again[-1]["completion_id"]
     assert store_chat.get_completion(chat.engine, retried)["prompt"] == prompt
 
     rate = lambda body, token=csrf: admin.post(  # noqa: E731
@@ -153,3 +155,42 @@ def test_registry_finds_runs_and_honours_the_allowed_list(tmp_path):
         only.prepare("warm", long, GenerationParams(max_tokens=8))
     cut = only.prepare("warm", long, GenerationParams(max_tokens=8), keep_last_tokens=True)
     assert cut.prompt_tokens == 1024 - 8
+
+
+def test_seed_and_stop_strings(tmp_path):
+    registry = ModelRegistry(tmp_path, ["tiny"])
+    hi = [{"role": "user", "content": "Hi"}]
+    params = dict(max_tokens=24, temperature=1.0, seed=5)
+    full = registry.prepare("tiny", hi, GenerationParams(**params)).run()
+    assert registry.prepare("tiny", hi, GenerationParams(**params)).run() == full
+    stop = full[6:9]
+    job = registry.prepare("tiny", hi, GenerationParams(**params, stop=(stop,)))
+    pieces = list(job.stream())
+    assert job.text == "".join(pieces) == full[: full.find(stop)]
+    assert job.finish_reason == "stop" and stop not in job.text
+
+
+def test_a_sampled_nul_never_reaches_the_store(chat, monkeypatch):
+    # Byte-level vocabularies can sample a NUL, which PostgreSQL cannot store: make every
+    # piece of the reply end with one and check that the reply is still stored and shown.
+    from rlhfkit.web import serving
+
+    real = serving._token_streamer
+
+    def with_nul(tokenizer):
+        streamer = real(tokenizer)
+        emit = streamer.on_finalized_text
+        streamer.on_finalized_text = lambda text, stream_end=False: emit(
+            text + "\x00" if text else text, stream_end
+        )
+        return streamer
+
+    monkeypatch.setattr(serving, "_token_streamer", with_nul)
+    one = chat.login("rater1", "rater-password")
+    csrf = _csrf_of_page(one)
+    cid = _start(one, csrf)
+    events = _events(_say(one, cid, csrf, message="hi"))
+    assert events[-1]["type"] == "done", events[-1]
+    reply = store_chat.get_completion(chat.engine, events[-1]["completion_id"])["reply"]
+    assert reply and "\x00" not in reply
+    assert all("\x00" not in e.get("text", "") for e in events)

@@ -168,3 +168,24 @@ def test_serve_migrates_and_answers(tmp_path):
 def test_serve_refuses_bad_flags():
     assert main(["serve", "--workers", "0"]) == 2
     assert main(["serve", "--port", "70000"]) == 2
+
+
+def test_feedback_export_help_and_garbage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["feedback", "export", "--help"])
+    assert done.value.code == 0 and "--pairs-out" in capsys.readouterr().out
+    url = f"sqlite:///{tmp_path}/fb.db"
+    out = str(tmp_path / "kto.jsonl")
+    assert main(["feedback", "export", "--out", out, "--database-url", url]) == 0
+    assert json.loads(capsys.readouterr().out) == {"examples": 0, "out": out}
+    assert (tmp_path / "kto.jsonl").read_text() == ""
+    for args, message in [
+        (["--out", str(tmp_path / "no" / "such" / "dir.jsonl")], "does not exist"),
+        (["--out", str(tmp_path)], "directory"),
+        (["--out", out, "--model", "x" * 201], "--model"),
+        (["--out", out, "--database-url", "mysql://nope"], "database URL"),
+    ]:
+        if "--database-url" not in args:
+            args = [*args, "--database-url", url]
+        assert main(["feedback", "export", *args]) == 2, args
+        assert message in capsys.readouterr().err

@@ -168,7 +168,10 @@ def history(engine: Engine, conversation_id: int) -> tuple[list[dict[str, str]],
         ).first()
     if last is None:
         return [], 0
-    return [*last.prompt, {"role": "assistant", "content": last.reply}], last.turn + 1
+    # A blank reply is left out: a conversation holds no empty messages (the store refuses
+    # them), and the next message simply follows the user's previous one.
+    reply = [{"role": "assistant", "content": last.reply}] if last.reply.strip() else []
+    return [*last.prompt, *reply], last.turn + 1
 
 
 def last_prompt(engine: Engine, conversation_id: int) -> tuple[list[dict[str, str]], int]:

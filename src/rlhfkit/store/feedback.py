@@ -236,11 +236,16 @@ def _write(records: list, out: str | Path, writer) -> int:
     out = Path(out)
     if records:
         return writer(records, out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; expected an output file path")
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist; expected an existing folder")
     tmp = out.with_name(f".{out.name}.part")
-    tmp.write_bytes(b"")
-    tmp.replace(out)
+    try:
+        tmp.write_bytes(b"")
+        tmp.replace(out)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write here ({exc.strerror})") from None
     return 0
 
 

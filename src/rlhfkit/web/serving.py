@@ -254,7 +254,9 @@ class ReplyJob:
             stopped = False
             try:
                 for piece in streamer:
-                    pending += piece
+                    # A NUL can be sampled (byte-level vocabularies have one) but neither
+                    # PostgreSQL nor the store takes it: it never leaves the generator.
+                    pending += piece.replace("\x00", "")
                     cut = _first_stop(pending, p.stop)
                     if cut is not None:
                         pending, stopped = pending[:cut], True
