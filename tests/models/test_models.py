@@ -148,3 +148,20 @@ def test_default_model_converts_once_then_loads_and_replies():
     policy.model.train()
     policy.model(input_ids=ids, labels=ids).loss.backward()
     assert policy.model.model.embed_tokens.weight.grad is not None
+
+
+def test_shared_prefix_scores_equal_full_sequences_with_gradients():
+    rm = load_reward_model("tiny", heads=["a", "b"])
+    tok = rm.tokenizer
+    scorer = RewardModel(rm.model)
+    prompts = [encode_prompt(tok, CHAT), encode_prompt(tok, [{"role": "user", "content": "x"}])]
+    replies = [encode_response(tok, t) for t in ("good answer", "bad", "fine", "a longer reply")]
+    full = scorer(*right_pad([prompts[i // 2] + replies[i] for i in range(4)], tok.pad_token_id))
+    shared = scorer(*right_pad(replies, tok.pad_token_id), *left_pad(prompts, tok.pad_token_id), 2)
+    torch.testing.assert_close(full, shared, rtol=1e-4, atol=1e-5)
+    grads = []
+    for scores in (full, shared):
+        rm.model.zero_grad()
+        scores.sum().backward(retain_graph=True)
+        grads.append(rm.model.model.embed_tokens.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
