@@ -15,6 +15,7 @@ import torch
 from rlhfkit.data.records import Message
 from rlhfkit.models.chat import encode_prompt, left_pad
 from rlhfkit.models.loading import Policy
+from rlhfkit.models.masks import truncate_after_eos
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Generation:
     response_ids: torch.Tensor
     """(batch, resp_len) response tokens, pad after the first EOS."""
     response_mask: torch.Tensor
-    """(batch, resp_len) 1 on response tokens up to and including the first EOS."""
+    """(batch, resp_len) bool, true on response tokens up to and including the first EOS."""
     has_eos: torch.Tensor
     """(batch,) bool: the response ended by itself."""
     texts: list[str]
@@ -94,38 +95,14 @@ def generate(
     response_ids, response_mask, has_eos = truncate_after_eos(
         responses, tok.eos_token_id, tok.pad_token_id
     )
-    texts = tok.batch_decode(
-        response_ids * response_mask + tok.pad_token_id * (1 - response_mask),
-        skip_special_tokens=True,
-    )
+    # everything after the first EOS is already pad, which decoding skips
+    texts = tok.batch_decode(response_ids, skip_special_tokens=True)
     return Generation(prompt_ids, prompt_mask, response_ids, response_mask, has_eos, texts)
 
 
 def generate_replies(policy: Policy, prompts: list[list[Message]], **kwargs) -> list[str]:
     """Just the reply texts."""
     return generate(policy, prompts, **kwargs).texts
-
-
-def truncate_after_eos(
-    tokens: torch.Tensor, eos_id: int, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep tokens up to and including the first EOS; pad the rest.
-
-    Returns (tokens, mask, has_eos); tokens and mask are (batch, seq), has_eos is (batch,).
-    """
-    is_eos = tokens == eos_id
-    has_eos = is_eos.any(dim=1)
-    # position of the first EOS, or seq-1 (keep everything) when there is none
-    first = torch.where(
-        has_eos,
-        is_eos.int().argmax(dim=1),
-        torch.full_like(has_eos, tokens.shape[1] - 1, dtype=torch.long),
-    )
-    positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)  # (1, seq)
-    mask = (positions <= first.unsqueeze(1)).long()
-    # a response generated past an earlier EOS may also contain pads from generate(); keep them
-    # masked only where they are past the first EOS
-    return torch.where(mask.bool(), tokens, torch.full_like(tokens, pad_id)), mask, has_eos
 
 
 def _cat_left(ids: list[torch.Tensor], masks: list[torch.Tensor], pad_id: int):

@@ -35,6 +35,7 @@ from rlhfkit.models.loading import (
     tiny_policy,
     tiny_tokenizer,
 )
+from rlhfkit.models.masks import last_token_index
 
 NORM_KEY = "rlhfkit_reward"
 
@@ -121,7 +122,7 @@ class RewardModel(torch.nn.Module):
             hidden = _hidden_after_prefix(
                 self.model, prefix_ids, prefix_mask, input_ids, attention_mask, repeats
             )  # (batch * repeats, R, hidden)
-        last = last_real_index(attention_mask)  # (batch,)
+        last = last_token_index(attention_mask)  # (batch,)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         picked = hidden[rows, last]  # (batch, hidden)
         _, head = _body_and_head(self.model)
@@ -173,13 +174,6 @@ def _hidden(model, input_ids, attention_mask):
     return body(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
     ).last_hidden_state
-
-
-def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last 1 in each row of ``attention_mask`` (left or right padding)."""
-    length = attention_mask.shape[-1]
-    flipped = attention_mask.flip(-1).to(torch.uint8).argmax(dim=-1)
-    return length - 1 - flipped
 
 
 def normalize(scores: torch.Tensor, config) -> torch.Tensor:
