@@ -79,8 +79,7 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 def _parse_value(tp: Any, raw: Any, where: str) -> Any:
     base, optional = _base_type(tp)
     if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("none", "null")):
-        if optional or raw is None:
-            return None
+        return None
     origin = typing.get_origin(base)
     try:
         if base is bool:
@@ -146,11 +145,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip=())
         base, _ = _base_type(hints[f.name])
         if base is bool:
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=help_text,
             )
         else:
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text, metavar=f.name.upper())
+            parser.add_argument(
+                flag, dest=f.name, default=None, help=help_text, metavar=f.name.upper()
+            )
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace | dict) -> T:
@@ -200,7 +204,9 @@ def build_config(cls: type[T], values: dict[str, Any], where: str = "config") ->
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in values:
-            kwargs[f.name] = _parse_value(hints[f.name], values[f.name], f"{source}: field {f.name}")
+            kwargs[f.name] = _parse_value(
+                hints[f.name], values[f.name], f"{source}: field {f.name}"
+            )
     try:
         cfg = cls(**kwargs)
     except TypeError as exc:
