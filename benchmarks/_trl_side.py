@@ -59,6 +59,9 @@ def main(spec_path: str) -> None:
         dataloader_num_workers=0,
         disable_tqdm=True,
         bf16=False,
+        # TRL's configs turn gradient checkpointing on by default; off, TRL does the same work
+        # as our side (which never recomputes activations) unless the spec asks for TRL's default
+        gradient_checkpointing=spec.get("trl_gradient_checkpointing", False),
     )
     tok = AutoTokenizer.from_pretrained(spec["model"])
 

@@ -12,7 +12,9 @@ the same data, the same max length, batch and number of steps.
 TRL lives in its own virtualenv (``benchmarks/.venv-trl``, created on first use with the pinned
 versions below, torch first so that pip never pulls a CUDA build). Each side of each task runs
 in its own process (``_ours_side.py`` with this interpreter, ``_trl_side.py`` with TRL's) with
-the same thread count. Each records the time at the end of every optimizer step and running
+the same thread count, in fp32. TRL runs with its gradient checkpointing off (its configs turn it
+on by default; our side never recomputes activations, so off is the same work on both sides;
+``--trl-gradient-checkpointing`` keeps TRL's default). Each records the time at the end of every optimizer step and running
 counts of the work done; the first ``--warmup`` steps are excluded and the rate is the work of
 the next ``--steps`` steps over their wall-clock time. Tokens are non-padding tokens.
 
@@ -151,6 +153,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="smoke mode: tiny model, short sequences, few steps (flags given win)",
     )
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument(
+        "--trl-gradient-checkpointing",
+        action="store_true",
+        help="keep TRL's default gradient checkpointing (recomputes activations: ~20%% more "
+        "work than our side does) [off]",
+    )
     p.add_argument("--skip-trl", action="store_true", help="run only rlhfkit's side")
     p.add_argument(
         "--no-install",
@@ -494,6 +502,7 @@ def run(args: argparse.Namespace) -> int:
             max_prompt_length=args.max_length - args.max_new_tokens,
             group_size=args.group_size,
             temperature=0.7,
+            trl_gradient_checkpointing=args.trl_gradient_checkpointing,
             kl_coef=0.05,
             threads=args.threads,
             seed=args.seed,
@@ -540,6 +549,7 @@ def run(args: argparse.Namespace) -> int:
                 "max_length": args.max_length,
                 "max_new_tokens": args.max_new_tokens,
                 "group_size": args.group_size,
+                "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
                 "seed": args.seed,
                 "flops_per_token_x_n": FLOPS_PER_TOKEN,
             },
