@@ -14,9 +14,10 @@ versions below, torch first so that pip never pulls a CUDA build). Each side of 
 in its own process (``_ours_side.py`` with this interpreter, ``_trl_side.py`` with TRL's) with
 the same thread count, in fp32. TRL runs with its gradient checkpointing off (its configs turn it
 on by default; our side never recomputes activations, so off is the same work on both sides;
-``--trl-gradient-checkpointing`` keeps TRL's default). Each records the time at the end of every optimizer step and running
-counts of the work done; the first ``--warmup`` steps are excluded and the rate is the work of
-the next ``--steps`` steps over their wall-clock time. Tokens are non-padding tokens.
+``--trl-gradient-checkpointing`` keeps TRL's default). Each side records the time at the end of
+every optimizer step and running counts of the work done; the first ``--warmup`` steps are
+excluded and the rate is the work of the next ``--steps`` steps over their wall-clock time.
+Tokens are non-padding tokens.
 
 Achieved FLOP/s is reported as a share of the machine's fp32 matmul peak, measured here with a
 loop of large ``torch.matmul`` calls. Model FLOPs use N = parameters without the input
