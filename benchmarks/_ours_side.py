@@ -9,8 +9,9 @@ step (when the trainer logs the step) and running counts of the work done up to 
 The counts come from wrapping the functions each trainer calls by module name (``right_pad``
 and ``left_pad`` for the batches it pads, ``generate`` for the rollouts): the wrappers count
 and return the original result untouched. Tokens are those the trainer actually runs (a prompt
-shared by both responses of a pair counts once). After the last timed step the run is stopped: saving the model and
-the end-of-run evaluation are not part of a training step (TRL's side saves nothing either).
+shared by both responses of a pair counts once). After the last timed step the run is stopped:
+saving the model and the end-of-run evaluation are not part of a training step (TRL's side
+saves nothing either).
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--max-length",
         type=int,
         default=None,
-        help=f"longest sequence in tokens (prompts of the RL tasks fit in it) [{DEFAULTS['max_length']}]",
+        help="longest sequence in tokens (prompts of the RL tasks fit in it) "
+        f"[{DEFAULTS['max_length']}]",
     )
     p.add_argument(
         "--max-new-tokens",
