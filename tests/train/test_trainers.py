@@ -50,6 +50,14 @@ def sft_config(tmp_path, demos, **kw) -> sft.Config:
     return sft.Config(**values)
 
 
+def tiny_reward_model(tmp_path, data, steps: int) -> Path:
+    """A reward model trained for ``steps`` on the tiny pairs; returns its model directory."""
+    cfg = reward.Config(
+        model="tiny", data=str(data[1]), out=tmp_path / "rm", batch_size=8, lr=1e-3, max_steps=steps
+    )
+    return reward.train(cfg) / "model"
+
+
 def test_sft_writes_run_and_changes_every_parameter(tmp_path, data):
     out = sft.train(sft_config(tmp_path, data[0]))
     for name in ("config.yaml", "metrics.jsonl", "provenance.json", "model/config.json"):
@@ -193,19 +201,7 @@ def test_multi_attribute_heads_train_only_on_judged_pairs(tmp_path):
 
 
 def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
-    rm_dir = (
-        reward.train(
-            reward.Config(
-                model="tiny",
-                data=str(data[1]),
-                out=tmp_path / "rm",
-                batch_size=8,
-                lr=1e-3,
-                max_steps=2,
-            )
-        )
-        / "model"
-    )
+    rm_dir = tiny_reward_model(tmp_path, data, steps=2)
     out = ppo.train(
         ppo.Config(
             policy="tiny",
@@ -251,19 +247,7 @@ def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
 
 
 def test_ppo_with_lora_uses_disabled_adapters_as_reference(tmp_path, data):
-    rm_dir = (
-        reward.train(
-            reward.Config(
-                model="tiny",
-                data=str(data[1]),
-                out=tmp_path / "rm",
-                batch_size=8,
-                lr=1e-3,
-                max_steps=1,
-            )
-        )
-        / "model"
-    )
+    rm_dir = tiny_reward_model(tmp_path, data, steps=1)
     out = ppo.train(
         ppo.Config(
             policy="tiny",
@@ -415,19 +399,7 @@ def test_freezing_more_layers_than_exist_is_a_clear_error(tmp_path, data, capsys
 def test_value_model_starts_from_the_reward_model_and_is_trainable(tmp_path, data):
     from rlhfkit.train.rewards import load_reward, value_model_init
 
-    rm_dir = (
-        reward.train(
-            reward.Config(
-                model="tiny",
-                data=str(data[1]),
-                out=tmp_path / "rm",
-                batch_size=8,
-                lr=1e-3,
-                max_steps=1,
-            )
-        )
-        / "model"
-    )
+    rm_dir = tiny_reward_model(tmp_path, data, steps=1)
     frozen = load_reward(str(rm_dir), tiny_policy().tokenizer)
     value = value_model_init(frozen, None, "tiny")
     assert all(p.requires_grad for p in value.parameters())
