@@ -322,3 +322,66 @@ def test_per_token_kl_rewards_by_hand():
     assert torch.allclose(rewards[0], torch.tensor([-0.05, 0.1, 0.0 + 2.0, 0.0]))
     # A row without response tokens gets neither penalty nor score.
     assert torch.count_nonzero(rewards[1]) == 0
+
+
+# ---------------------------------------------------------------- global batches
+
+
+def _padding_share(sampler, lengths, steps):
+    """Share of computed positions that are padding, over the micro-batches of ``steps``."""
+    real = computed = 0
+    for step in range(steps):
+        for micro in sampler.micro_batches(step, 0):
+            real += sum(lengths[i] for i in micro)
+            computed += max(lengths[i] for i in micro) * len(micro)
+    return 1 - real / computed
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_global_batches_cover_each_epoch_once_and_repeat_exactly(group):
+    from rlhfkit.train.base import GlobalBatchSampler, derive_batches
+
+    lengths = [(i * 37) % 101 + 1 for i in range(203)]  # 203 = 12 batches of 16, 11 left over
+    sampler = GlobalBatchSampler(lengths, derive_batches(16, 2, 1), seed=3, group_by_length=group)
+    epoch = [i for step in range(12) for i in sampler.global_batch(step)]
+    assert len(epoch) == len(set(epoch)) == 12 * 16
+    again = GlobalBatchSampler(lengths, derive_batches(16, 2, 1), seed=3, group_by_length=group)
+    # resume: a fresh sampler gives the same batch for any step, in any order of asking
+    assert [again.global_batch(s) for s in (13, 0, 5)] == [
+        sampler.global_batch(s) for s in (13, 0, 5)
+    ]
+    assert sorted(sampler.global_batch(12)) != sorted(sampler.global_batch(0))  # new epoch order
+
+
+def test_grouping_by_length_cuts_padding_and_keeps_batches_random():
+    import random
+
+    from rlhfkit.train.base import GlobalBatchSampler, derive_batches
+
+    lengths = [random.Random(i).randint(20, 500) for i in range(2000)]
+    batches = derive_batches(8, 1, 1)
+    grouped = GlobalBatchSampler(lengths, batches, seed=0, group_by_length=True, mega=32)
+    uniform = GlobalBatchSampler(lengths, batches, seed=0, group_by_length=False)
+    assert _padding_share(grouped, lengths, 200) < 0.1 < 0.3 < _padding_share(uniform, lengths, 200)
+    # batches are not simply shortest-first: their mean lengths go up and down through the epoch
+    means = [sum(lengths[i] for i in grouped.global_batch(s)) / 8 for s in range(50)]
+    assert means != sorted(means) and means != sorted(means, reverse=True)
+    # ties keep the random order of the permutation, not the order of the data
+    flat = GlobalBatchSampler([5] * 64, batches, seed=1, group_by_length=True)
+    assert flat.global_batch(0) != list(range(8))
+
+
+def test_length_batches_cap_items_and_padded_tokens_and_cover_everything():
+    import random
+
+    from rlhfkit.train.base import length_batches
+
+    assert length_batches([5, 300, 7, 290, 6], max_items=4, max_tokens=600) == [[0, 4, 2], [3, 1]]
+    lengths = [random.Random(i).randint(1, 512) for i in range(300)]
+    batches = length_batches(lengths, max_items=16, max_tokens=2048)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 2048
+    assert length_batches([], 4) == []
+    assert length_batches([9000], 4, max_tokens=100) == [[0]]  # too long alone: still scored

@@ -103,10 +103,11 @@ def test_reference_point_is_the_kl_of_mismatched_pairs(tmp_path, feedback):
     policy = tiny_policy()
     state = load_file(str(out / "checkpoints" / "step-1" / "model.safetensors"))
     policy.model.load_state_dict({k.removeprefix("lm."): v for k, v in state.items()}, strict=False)
-    _, mismatched = kto.encode_feedback(policy.tokenizer, examples, 48, 0)
+    matched, mismatched = kto.encode_feedback(policy.tokenizer, examples, 48, 0)
     from rlhfkit.train.base import GlobalBatchSampler, SelectiveLM, derive_batches
 
-    sampler = GlobalBatchSampler([0] * len(examples), derive_batches(8, 1, 1), 0)
+    lengths = [len(a) + len(b) for (a, _), (b, _) in zip(matched, mismatched, strict=True)]
+    sampler = GlobalBatchSampler(lengths, derive_batches(8, 1, 1), 0)  # as kto.train builds it
     items = sampler.global_batch(1)
     with torch.no_grad():
         logps = kto._logps(

@@ -59,6 +59,8 @@ class TrainConfig:
     """Print a progress line every N steps."""
     mixed_precision: str = "no"
     """Accelerate mixed precision: no, bf16 or fp16 (bf16 on GPUs)."""
+    group_by_length: bool = True
+    """Draw each global batch from items of similar length (far less padding); off: uniform."""
 
 
 @dataclass
@@ -103,11 +105,21 @@ class GlobalBatchSampler:
     """Deterministic global batches: a fresh permutation per epoch (seeded), batches drawn in
     order, so the data position is just the step number and resume needs nothing else.
 
-    Within a global batch, items are sorted by length before being cut into micro-batches
-    (length grouping: far less padding than random micro-batches, same global batch).
+    With ``group_by_length`` each run of ``mega`` consecutive global batches of the permutation
+    is sorted by length and cut again, and the resulting batches are shuffled (seeded): a global
+    batch then holds items of similar length, so micro-batches carry little padding even with
+    one micro-batch per step (the mega-batch trick of HF's LengthGroupedSampler). Within a
+    global batch, items are always sorted by length before being cut into micro-batches.
     """
 
-    def __init__(self, lengths: list[int], batches: Batches, seed: int):
+    def __init__(
+        self,
+        lengths: list[int],
+        batches: Batches,
+        seed: int,
+        group_by_length: bool = True,
+        mega: int = 32,
+    ):
         if len(lengths) < batches.global_batch:
             from rlhfkit.errors import InputError
 
@@ -117,13 +129,34 @@ class GlobalBatchSampler:
         self.lengths = lengths
         self.b = batches
         self.seed = seed
+        self.group = group_by_length
+        self.mega = mega
         self.per_epoch = len(lengths) // batches.global_batch
+        self._epoch: tuple[int, list[list[int]]] | None = None
+
+    def _batches_of_epoch(self, epoch: int) -> list[list[int]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = random.Random(self.seed * 100_003 + epoch)
+            order = list(range(len(self.lengths)))
+            rng.shuffle(order)
+            size = self.b.global_batch
+            order = order[: self.per_epoch * size]  # the remainder waits for another epoch
+            if self.group:
+                span = self.mega * size
+                grouped: list[int] = []
+                for start in range(0, len(order), span):
+                    # stable sort: ties keep their random order
+                    grouped += sorted(order[start : start + span], key=self.lengths.__getitem__)
+                order = grouped
+            batches = [order[i : i + size] for i in range(0, len(order), size)]
+            if self.group:
+                rng.shuffle(batches)  # long and short batches interleave through the epoch
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
 
     def global_batch(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.per_epoch)
-        order = list(range(len(self.lengths)))
-        random.Random(self.seed * 100_003 + epoch).shuffle(order)
-        return order[index * self.b.global_batch : (index + 1) * self.b.global_batch]
+        return list(self._batches_of_epoch(epoch)[index])
 
     def micro_batches(self, step: int, rank: int) -> list[list[int]]:
         """The micro-batches this process runs at ``step`` (``grad_accum`` of them)."""
@@ -131,6 +164,25 @@ class GlobalBatchSampler:
         n_micro = self.b.world_size * self.b.grad_accum
         chunks = [items[j * self.b.micro : (j + 1) * self.b.micro] for j in range(n_micro)]
         return [chunks[j] for j in range(rank, n_micro, self.b.world_size)]
+
+
+def length_batches(lengths: list[int], max_items: int, max_tokens: int = 4096) -> list[list[int]]:
+    """Indices sorted by length and cut into batches of at most ``max_items`` whose padded
+    size (items x longest) stays within ``max_tokens``: for inference passes, where the order
+    does not matter and padding is pure waste.
+
+    >>> length_batches([5, 300, 7, 290, 6], max_items=4, max_tokens=600)
+    [[0, 4, 2], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else []
+        if batches and len(last) < max_items and (len(last) + 1) * lengths[i] <= max_tokens:
+            last.append(i)
+            continue
+        batches.append([i])
+    return batches
 
 
 def apply_lora(model, cfg: TrainConfig, task_type: str = "CAUSAL_LM"):

@@ -39,6 +39,7 @@ from rlhfkit.train.base import (
     apply_lora,
     derive_batches,
     disable_dropout,
+    length_batches,
     make_accelerator,
     make_optimizer,
     prepare,
@@ -161,15 +162,12 @@ def evaluate(model, pairs, ref: torch.Tensor, cfg: Config, pad_id: int, device) 
     """Implicit-reward accuracy, margin and mean rewards on held-out pairs."""
     was = model.training
     model.eval()
-    chosen, rejected = [], []
-    for start in range(0, len(pairs), 8):
-        chunk = pairs[start : start + 8]
-        pc, pr = pair_logps(model, chunk, pad_id, device, cfg.loss_type == "ipo")
-        ref_chunk = ref[start : start + 8].to(device)
-        chosen.append(cfg.beta * (pc - ref_chunk[:, 0]))
-        rejected.append(cfg.beta * (pr - ref_chunk[:, 1]))
+    c, r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    for idx in length_batches([len(p) for p in pairs], 8):
+        pc, pr = pair_logps(model, [pairs[i] for i in idx], pad_id, device, cfg.loss_type == "ipo")
+        c[idx] = cfg.beta * (pc.float().cpu() - ref[idx, 0])
+        r[idx] = cfg.beta * (pr.float().cpu() - ref[idx, 1])
     model.train(was)
-    c, r = torch.cat(chosen), torch.cat(rejected)
     return {
         "eval/accuracy": (c > r).float().mean().item(),
         "eval/margin": (c - r).mean().item(),
@@ -198,7 +196,7 @@ def train(cfg: Config) -> Path:
     tok = policy.tokenizer
     encoded = [encode_pair(tok, p, cfg.max_length, []) for p in train_pairs]
     held = [encode_pair(tok, p, cfg.max_length, []) for p in held_pairs]
-    sampler = GlobalBatchSampler([len(e) for e in encoded], batches, cfg.seed)
+    sampler = GlobalBatchSampler([len(e) for e in encoded], batches, cfg.seed, cfg.group_by_length)
     steps = total_steps(len(encoded), cfg)
 
     # 2. model and the cached reference log-probs

@@ -45,6 +45,7 @@ from rlhfkit.train.base import (
     apply_lora,
     derive_batches,
     disable_dropout,
+    length_batches,
     make_accelerator,
     make_optimizer,
     prepare,
@@ -204,12 +205,9 @@ def reward_auc(rewards: torch.Tensor, labels: torch.Tensor) -> float:
 def evaluate(model, encoded, ref: torch.Tensor, labels: torch.Tensor, beta: float, pad_id, device):
     was = model.training
     model.eval()
-    logps = torch.cat(
-        [
-            _logps(model, encoded[s : s + 16], pad_id, device).cpu()
-            for s in range(0, len(encoded), 16)
-        ]
-    )
+    logps = torch.zeros(len(encoded))
+    for idx in length_batches([len(ids) for ids, _ in encoded], 16):
+        logps[idx] = _logps(model, [encoded[i] for i in idx], pad_id, device).float().cpu()
     model.train(was)
     rewards = beta * (logps - ref)
     return {
@@ -245,7 +243,7 @@ def train(cfg: Config) -> Path:
     labels = torch.tensor([bool(e.label) for e in train_ex])
     held_labels = torch.tensor([bool(e.label) for e in held_ex], dtype=torch.bool)
     lengths = [len(a) + len(b) for (a, _), (b, _) in zip(matched, mismatched, strict=True)]
-    sampler = GlobalBatchSampler(lengths, batches, cfg.seed)
+    sampler = GlobalBatchSampler(lengths, batches, cfg.seed, cfg.group_by_length)
     steps = total_steps(len(matched), cfg)
 
     # 2. model and the cached reference log-probs

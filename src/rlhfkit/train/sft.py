@@ -78,7 +78,9 @@ def train(cfg: Config) -> Path:
     policy = load_policy(cfg.model, seed=cfg.seed)
     tok = policy.tokenizer
     encoded = [encode_demonstration(tok, e.prompt, e.completion, cfg.max_length) for e in examples]
-    sampler = GlobalBatchSampler([len(ids) for ids, _ in encoded], batches, cfg.seed)
+    sampler = GlobalBatchSampler(
+        [len(ids) for ids, _ in encoded], batches, cfg.seed, cfg.group_by_length
+    )
     steps = total_steps(len(encoded), cfg)
 
     # 2. model
