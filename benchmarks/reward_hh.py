@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--freeze-layers", type=int, default=18)
     parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--fast", action="store_true", help="tiny model, 3 steps")
     args = parser.parse_args(argv)
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         freeze_layers=args.freeze_layers,
         eval_fraction=300 / 1800,
         seed=0,
+        mixed_precision=args.mixed_precision,
         save_every=20,
         log_every=1,
     )
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "pairs_per_second": round(steps * args.batch_size / seconds, 3),
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "settings": {k: str(v) for k, v in vars(args).items()},
     }
     (run / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

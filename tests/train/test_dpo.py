@@ -130,7 +130,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, pairs, monke
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b, strict=True):
         assert ra["train/loss"] == pytest.approx(rb["train/loss"], rel=1e-5)
-        assert ra["rewards/margins"] == pytest.approx(rb["rewards/margins"], rel=1e-4, abs=1e-7)
+        assert ra["rewards/margins"] == pytest.approx(rb["rewards/margins"], rel=1e-4, abs=1e-6)
     wa = load_file(str(whole / "model" / "model.safetensors"))
     wb = load_file(str(resumed / "model" / "model.safetensors"))
     for name in wa:

@@ -86,6 +86,13 @@ def make_accelerator(cfg: TrainConfig):
 
     # We feed batches ourselves (see GlobalBatchSampler); Accelerate places tensors, wraps DDP
     # and handles mixed precision and checkpoint state.
+    if torch.cuda.is_available():
+        # cuDNN attention, SDPA's first choice on Hopper when a mask is passed, builds a plan for
+        # every new shape (dynamic padding: nearly every micro-batch) and its backward returns
+        # NaN for left-padded rows at some lengths (pytorch/pytorch#196678); the
+        # memory-efficient kernel takes the same masks without either problem
+        # (benchmarks/sdpa_backends.py measures both).
+        torch.backends.cuda.enable_cudnn_sdp(False)
     # cpu=True when there is no GPU: only then does Accelerate set up gloo under torchrun
     return Accelerator(
         cpu=not torch.cuda.is_available(),
