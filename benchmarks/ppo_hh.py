@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-prompt-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-6)
     parser.add_argument("--kl-coef", type=float, default=0.05)
+    parser.add_argument(
+        "--missing-eos-penalty",
+        type=float,
+        default=None,
+        help="score for replies cut at --max-new-tokens (default: keep the reward model's)",
+    )
     parser.add_argument("--eval-samples", type=int, default=64)
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         max_prompt_length=args.max_prompt_length,
         lr=args.lr,
         kl_coef=args.kl_coef,
+        missing_eos_penalty=args.missing_eos_penalty,
         mixed_precision=args.mixed_precision,
         seed=0,
         log_every=1,

@@ -244,6 +244,19 @@ def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
     assert changed == saved
     evaluation = json.loads((out / "eval.json").read_text())
     assert {"before", "after"} <= set(evaluation)
+    # the tiny policy never emits EOS in 8 tokens: every score is the missing-EOS penalty ...
+    assert [r["response/eos_share"] for r in rows] == [0.0, 0.0]
+    assert [r["objective/scores"] for r in rows] == [-1.0, -1.0]
+
+
+def test_ppo_without_eos_penalty_keeps_the_reward_models_scores(tmp_path, data):
+    rm_dir = tiny_reward_model(tmp_path, data, steps=1)
+    cfg = dict(policy="tiny", reward=str(rm_dir), prompts=str(data[0]), batch_size=4)
+    cfg.update(max_steps=1, max_new_tokens=8, normalize_samples=4)
+    out = ppo.train(ppo.Config(out=tmp_path / "ppo", missing_eos_penalty=None, **cfg))
+    (row,) = metrics(out)
+    assert row["response/eos_share"] == 0.0
+    assert row["objective/scores"] != -1.0  # ... and without the penalty, the reward model's
 
 
 def test_ppo_with_lora_uses_disabled_adapters_as_reference(tmp_path, data):

@@ -119,8 +119,9 @@ class Config(TrainConfig):
     """Value clip."""
     vf_coef: float = 0.1
     """Value loss coefficient."""
-    missing_eos_penalty: float = -1.0
-    """Score given to responses that never emit EOS (normalised reward units)."""
+    missing_eos_penalty: float | None = -1.0
+    """Score given to responses that never emit EOS (normalised reward units); none keeps the
+    reward model's score."""
     reward_clip: float = 10.0
     """Clip normalised scores to +/- this (0 disables)."""
     normalize_samples: int = 32
@@ -373,7 +374,8 @@ def make_rollout(
     if cfg.reward_clip:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     has_eos = gen.has_eos.to(device)
-    scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
+    if cfg.missing_eos_penalty is not None:
+        scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
     return Rollout(ids, attn, P, response_mask, logprobs, ref_logprobs, values, scores, has_eos)
 
 
