@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=HH)
     parser.add_argument("--policy", default="default")
     parser.add_argument("--reward", default=str(ROOT / "runs" / "bench-reward-hh" / "model"))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=3e-6)
+    parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument(
         "--missing-eos-penalty",
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="score for replies cut at --max-new-tokens (default: keep the reward model's)",
     )
-    parser.add_argument("--eval-samples", type=int, default=64)
+    parser.add_argument("--eval-samples", type=int, default=48)
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--fast", action="store_true", help="tiny models, 3 steps")
