@@ -108,6 +108,14 @@ def test_rloo_starts_at_zero_kl_and_changes_every_parameter(tmp_path, setup):
     assert not [n for n in saved if torch.equal(before[n], after[n])]
 
 
+def test_rloo_trains_against_a_personality_reward(tmp_path, setup):
+    out = rloo.train(config(tmp_path, setup, reward="personality:concise", max_steps=1))
+    (row,) = metrics(out)
+    assert row["objective/kl"] == 0.0 and row["policy/advantage_abs"] > 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert "concise" in json.dumps(provenance["inputs"]["reward"])
+
+
 def test_gradient_accumulation_gives_the_same_update(tmp_path, setup):
     """Loss normalised by the global sample count: 8 samples in one micro-batch or in two
     (whole groups each) give the same weights."""

@@ -331,56 +331,6 @@ def raw_scores(reward_model, gen, device) -> torch.Tensor:
     return reward_model(ids, attn)[:, 0]  # (b,)
 
 
-def fit_reward_normalization(policy, reward_model, rm_config, prompts, n_samples: int, cfg, device):
-    """Normalise the reward so the starting policy's own responses score mean 0, std 1
-    (checklist point 7): sample ``n_samples`` prompts, generate as in training, store offset and
-    scale in ``rm_config``. ``cfg`` needs seed, max_new_tokens, temperature, max_prompt_length."""
-    from rlhfkit.models import generate
-
-    sample = random.Random(cfg.seed).sample(prompts, min(n_samples, len(prompts)))
-    gen = generate(
-        policy,
-        sample,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        max_prompt_tokens=cfg.max_prompt_length,
-        seed=cfg.seed,
-    )
-    raw = raw_scores(reward_model, gen, device)
-    norm = rm_config.rlhfkit_reward
-    norm["offset"] = [raw.mean().item()]
-    norm["scale"] = [max(raw.std().item(), 1e-6) if raw.numel() > 1 else 1.0]
-
-
-@torch.no_grad()
-def evaluate_policy(policy, reward_model, rm_config, cfg, device) -> dict:
-    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts.
-    ``cfg`` needs eval_prompts, eval_samples, max_new_tokens, max_prompt_length."""
-    from rlhfkit.models import generate
-    from rlhfkit.models.heads import normalize
-
-    prompts = read_prompts(cfg.eval_prompts)[: cfg.eval_samples]
-    gen = generate(
-        policy,
-        prompts,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=0.0,
-        max_prompt_tokens=cfg.max_prompt_length,
-    )
-    scores = normalize(raw_scores(reward_model, gen, device).unsqueeze(-1), rm_config)[:, 0]
-    return {
-        "reward": round(scores.mean().item(), 4),
-        "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
-        "length": round(gen.response_mask.sum(-1).float().mean().item(), 2),
-        "eos_share": round(gen.has_eos.float().mean().item(), 3),
-        "n": len(prompts),
-        "samples": [
-            {"prompt": p[-1]["content"][:200], "reply": t[:300]}
-            for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
-        ],
-    }
-
-
 def prepare(accelerator, model, optimizer, scheduler):
     """Wrap model and optimizer for the processes; keep the scheduler our own.
 

@@ -39,19 +39,14 @@ import torch
 
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
-from rlhfkit.models.heads import normalize
 from rlhfkit.train.base import (
     TrainConfig,
     apply_lora,
     derive_batches,
     disable_dropout,
-    evaluate_policy,
-    fit_reward_normalization,
-    frozen_reward_model,
     make_accelerator,
     make_optimizer,
     prepare,
-    raw_scores,
     read_prompts,
 )
 from rlhfkit.train.common import (
@@ -63,6 +58,13 @@ from rlhfkit.train.common import (
     seed_everything,
 )
 from rlhfkit.train.losses import rloo_advantages
+from rlhfkit.train.rewards import (
+    evaluate_policy,
+    fit_normalization,
+    load_reward,
+    normalize_raw,
+    rollout_raw,
+)
 from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpoint
 
 
@@ -73,7 +75,8 @@ class Config(TrainConfig):
     policy: str = "default"
     """Policy to optimise (usually the SFT model); also the reference."""
     reward: str = ""
-    """Reward model directory (written by `rlhfkit reward train`)."""
+    """Reward model directory (written by `rlhfkit reward train`), or a personality spec:
+    personality:NAME or SPEC.yaml, with @RM_DIR when the spec weighs head:LABEL terms."""
     prompts: str = ""
     """Prompts: any supported file (its prompts are used; responses ignored)."""
     format: str | None = None
@@ -212,8 +215,7 @@ def train(cfg: Config) -> Path:
 
     policy = load_policy(cfg.policy, seed=cfg.seed)
     tok = policy.tokenizer
-    reward_model, rm = frozen_reward_model(cfg.reward, tok, device)
-    rm_config = rm.model.config
+    reward = load_reward(cfg.reward, tok, device)
 
     # models: reference = frozen copy (or the policy with adapters disabled under LoRA)
     lm = policy.model
@@ -238,33 +240,32 @@ def train(cfg: Config) -> Path:
     state = load_checkpoint(accelerator, run) if cfg.resume else None
     if state is not None:
         start = state["step"]
-        rm_config.rlhfkit_reward = state["reward_norm"]
+        reward.normalization = state["reward_norm"]
         run.truncate_metrics(start)
     elif cfg.normalize_samples:
-        fit_reward_normalization(
-            gen_policy, reward_model, rm_config, prompts, cfg.normalize_samples, cfg, device
-        )
+        fit_normalization(reward, gen_policy, prompts, cfg.normalize_samples, cfg, device)
     run.write_provenance(
         kind="rloo",
         inputs={
             "policy": describe_input(cfg.policy),
-            "reward": describe_input(cfg.reward),
+            "reward": reward.provenance(),
             "prompts": describe_input(cfg.prompts),
         },
-        extra={"prompts": len(prompts), "reward_normalization": rm_config.rlhfkit_reward},
+        extra={"prompts": len(prompts), "reward_normalization": reward.normalization},
     )
     evaluation = {}
     if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
-        evaluation["before"] = evaluate_policy(gen_policy, reward_model, rm_config, cfg, device)
+        evaluation["before"] = evaluate_policy(gen_policy, reward, cfg, device)
 
     for step in range(start, cfg.max_steps):
         # 1. generate: this process's prompts, each repeated k times (groups are contiguous)
         order = random.Random(cfg.seed * 104_729 + step).sample(range(len(prompts)), n_prompts)
         mine = [prompts[i] for i in order[accelerator.process_index :: accelerator.num_processes]]
         assert len(mine) == prompts_per_process
+        grouped = [p for p in mine for _ in range(k)]
         gen = generate(
             gen_policy,
-            [p for p in mine for _ in range(k)],
+            grouped,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             max_prompt_tokens=cfg.max_prompt_length,
@@ -279,8 +280,7 @@ def train(cfg: Config) -> Path:
 
         # 2. score
         with torch.no_grad():
-            scores = normalize(raw_scores(reward_model, gen, device).unsqueeze(-1), rm_config)
-            scores = scores[:, 0]  # (b,)
+            scores = normalize_raw(rollout_raw(reward, grouped, gen, device), reward.normalization)
         if cfg.reward_clip:
             scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
         has_eos = gen.has_eos.to(device)
@@ -357,12 +357,12 @@ def train(cfg: Config) -> Path:
                 step + 1, cfg.max_steps, metrics, keys=("objective/scores", "objective/kl")
             )
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
-            save_checkpoint(accelerator, run, step + 1, {"reward_norm": rm_config.rlhfkit_reward})
+            save_checkpoint(accelerator, run, step + 1, {"reward_norm": reward.normalization})
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if cfg.eval_prompts:
-            evaluation["after"] = evaluate_policy(gen_policy, reward_model, rm_config, cfg, device)
+            evaluation["after"] = evaluate_policy(gen_policy, reward, cfg, device)
             (run.dir / "eval.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
         run.save_model(inner.lm.merge_and_unload() if cfg.lora else inner.lm, tok)
     run.close()
