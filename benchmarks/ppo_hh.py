@@ -65,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=HH)
     parser.add_argument("--policy", default="default")
     parser.add_argument("--reward", default=str(ROOT / "runs" / "bench-reward-hh" / "model"))
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--max-prompt-length", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--ppo-epochs", type=int, default=1)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument(
         "--missing-eos-penalty",
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         max_prompt_length=args.max_prompt_length,
         lr=args.lr,
+        ppo_epochs=args.ppo_epochs,
         kl_coef=args.kl_coef,
         missing_eos_penalty=args.missing_eos_penalty,
         mixed_precision=args.mixed_precision,
