@@ -48,11 +48,26 @@ def test_ppo_benchmark_fast_mode_splits_prompts_like_the_reward_benchmark(tmp_pa
     assert len(held) == 8 and not held & train
 
 
+@pytest.mark.parametrize("name, relative", [("hh", "hh-rlhf/harmless-base-dev.jsonl.gz")])
+def test_dpo_benchmark_fast_mode_draws_curves_and_heldout_accuracy(
+    tmp_path, shared_data, name, relative
+):
+    shared_data(relative)
+    out = tmp_path / "dpo"
+    assert load("dpo_real").main(["--fast", "--data", name, "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert 0 <= result["heldout"]["accuracy"] <= 1
+    assert [e["step"] for e in result["heldout_curve"]] == [2, 3]
+    assert (out / "curves.png").stat().st_size > 1000
+
+
 def test_benchmarks_name_what_is_missing(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl.gz"
     assert load("reward_hh").main(["--data", str(missing), "--out", str(tmp_path / "o")]) == 2
     assert str(missing) in capsys.readouterr().err
     assert load("ppo_hh").main(["--data", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert load("dpo_real").main(["--data", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
 
 
