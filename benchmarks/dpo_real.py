@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=400,
+        help="use this many pairs (a seeded sample; 0 = all): DPO scores every training pair "
+        "under the reference before step 1, so the sample bounds that pass",
+    )
     parser.add_argument("--eval-fraction", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -86,10 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.steps, args.eval_every = "tiny", 3, 2
     if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if args.pairs:
+        import random
+
+        from rlhfkit.data import read_preferences, write_preferences_jsonl
+
+        pairs = read_preferences(str(data))
+        if args.pairs < len(pairs):
+            pairs = random.Random(0).sample(pairs, args.pairs)
+        data = out / "pairs.jsonl"
+        write_preferences_jsonl(pairs, data)
     cfg = dpo.Config(
         model=args.model,
         data=str(data),
-        out=out,
+        out=out / "run",
         max_length=args.max_length,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -106,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     run = dpo.train(cfg)
     seconds = time.time() - started
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    plot(metrics, out / "curves.png", f"DPO, {args.model}, {data.name}")
+    plot(
+        metrics, out / "curves.png", f"DPO, {args.model}, {args.data}, {args.pairs or 'all'} pairs"
+    )
     evals = [{k: m[k] for k in m if k == "step" or k.startswith("eval/")} for m in metrics]
     result = {
         "heldout": json.loads((run / "eval.json").read_text())["heldout"],
