@@ -96,15 +96,26 @@ def test_chat_stream_thumbs_down_and_export(server, tmp_path):
             assert "rlhfkit personality train concise" in page.inner_text("#personality-concise")
             page.screenshot(path=str(SHOTS / "chat-personality.png"), full_page=True)
 
-            page.click("#new-chat button[type=submit]")
-            page.wait_for_selector("#chat-form")
-            page.evaluate(WATCH_REPLIES)
-            page.click("#chat-form summary")  # the settings fold
-            page.fill("#max-tokens", "40")
-            page.fill("#chat-input", "Hello, who are you?")
-            page.press("#chat-input", "Enter")
-            done = page.wait_for_selector(".msg.assistant[data-completion] .rate", timeout=90_000)
-            reply = page.locator(".msg.assistant .reply").first.inner_text()
+            # The random tiny model samples its end token within the first two tokens about
+            # once in 150 replies, which leaves nothing to stream: such a chat is abandoned and
+            # a new one started (three in a row: about 1 in 3 million; a reply that never streams fails
+            # all three).
+            for attempt in range(3):
+                if attempt:
+                    page.click("header nav >> text=Chat")
+                page.click("#new-chat button[type=submit]")
+                page.wait_for_selector("#chat-form")
+                page.evaluate(WATCH_REPLIES)
+                page.click("#chat-form summary")  # the settings fold
+                page.fill("#max-tokens", "40")
+                page.fill("#chat-input", "Hello, who are you?")
+                page.press("#chat-input", "Enter")
+                done = page.wait_for_selector(
+                    ".msg.assistant[data-completion] .rate", timeout=90_000
+                )
+                reply = page.locator(".msg.assistant .reply").first.inner_text()
+                if page.evaluate("window.__replyUpdates") > 1:
+                    break
             assert reply.strip(), "the reply is empty"
             assert page.evaluate("window.__replyUpdates") > 1, "the reply did not stream"
             assert done.is_visible()
