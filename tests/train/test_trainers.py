@@ -244,6 +244,11 @@ def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
     assert changed == saved
     evaluation = json.loads((out / "eval.json").read_text())
     assert {"before", "after"} <= set(evaluation)
+    # every held-out reply is kept, in prompt order (the demo scores them with the gold reward)
+    for when in ("before", "after"):
+        replies = evaluation[when]["replies"]
+        assert len(replies) == 4 and all(isinstance(r, str) for r in replies)
+        assert [s["reply"] for s in evaluation[when]["samples"]] == [r[:300] for r in replies[:3]]
     # the tiny policy never emits EOS in 8 tokens: every score is the missing-EOS penalty ...
     assert [r["response/eos_share"] for r in rows] == [0.0, 0.0]
     assert [r["objective/scores"] for r in rows] == [-1.0, -1.0]

@@ -247,7 +247,8 @@ def fit_normalization(reward: RewardFunction, policy, prompts, n_samples: int, c
 
 @torch.no_grad()
 def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
-    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts.
+    """Mean normalised reward, length and EOS share of greedy replies to held-out prompts, and
+    the replies themselves (in prompt order, so other scorers can judge the same texts).
     ``cfg`` needs eval_prompts, eval_samples, max_new_tokens, max_prompt_length."""
     from rlhfkit.models import generate
     from rlhfkit.train.base import read_prompts
@@ -271,4 +272,5 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
             {"prompt": p[-1]["content"][:200], "reply": t[:300]}
             for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
         ],
+        "replies": list(gen.texts),
     }
