@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from rlhfkit.cli import main
+from rlhfkit.errors import InputError
 from rlhfkit.models import tiny_policy
 from rlhfkit.models.heads import load_reward_model
 from rlhfkit.train import ppo, reward, run, sft
@@ -252,6 +253,32 @@ def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
     # the tiny policy never emits EOS in 8 tokens: every score is the missing-EOS penalty ...
     assert [r["response/eos_share"] for r in rows] == [0.0, 0.0]
     assert [r["objective/scores"] for r in rows] == [-1.0, -1.0]
+
+
+def test_ppo_value_freeze_layers_trains_only_the_top_of_the_value_model(
+    tmp_path, data, monkeypatch
+):
+    rm_dir = tiny_reward_model(tmp_path, data, steps=1)
+    frozen = {}
+    real_freeze = ppo.freeze_bottom
+
+    def spy(model, n_layers, flag):
+        frozen["model"] = model
+        return real_freeze(model, n_layers, flag)
+
+    monkeypatch.setattr(ppo, "freeze_bottom", spy)
+    cfg = dict(policy="tiny", reward=str(rm_dir), prompts=str(data[0]), batch_size=4)
+    cfg.update(max_steps=2, max_new_tokens=8, normalize_samples=4, lr=1e-2)
+    ppo.train(ppo.Config(out=tmp_path / "ppo", value_freeze_layers=1, **cfg))
+    value = frozen["model"].state_dict()
+    start = weights(rm_dir)
+    bottom = [n for n in start if ".layers.0." in n or "embed_tokens" in n]
+    top = [n for n in start if ".layers.1." in n]
+    assert bottom and top
+    assert all(torch.equal(value[n], start[n]) for n in bottom)
+    assert all(not torch.equal(value[n], start[n]) for n in top)
+    with pytest.raises(InputError, match="--value-freeze-layers 5: the model has 2"):
+        ppo.train(ppo.Config(out=tmp_path / "ppo2", value_freeze_layers=5, **cfg))
 
 
 def test_ppo_without_eos_penalty_keeps_the_reward_models_scores(tmp_path, data):

@@ -218,7 +218,7 @@ def make_optimizer(model, cfg: TrainConfig, steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def freeze_bottom(model: torch.nn.Module, n_layers: int) -> int:
+def freeze_bottom(model: torch.nn.Module, n_layers: int, flag: str = "--freeze-layers") -> int:
     """Freeze the token embeddings and the first ``n_layers`` transformer blocks.
 
     No gradient then flows below the first trainable block, so backward costs only the top of
@@ -234,7 +234,7 @@ def freeze_bottom(model: torch.nn.Module, n_layers: int) -> int:
         from rlhfkit.errors import InputError
 
         total = "no" if layers is None else len(layers)
-        raise InputError(f"--freeze-layers {n_layers}: the model has {total} transformer layers")
+        raise InputError(f"{flag} {n_layers}: the model has {total} transformer layers")
     for module in [body.get_input_embeddings(), *layers[:n_layers]]:
         for p in module.parameters():
             p.requires_grad_(False)

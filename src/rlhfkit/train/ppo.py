@@ -37,6 +37,7 @@ from rlhfkit.train.base import (
     apply_lora,
     derive_batches,
     disable_dropout,
+    freeze_bottom,
     make_accelerator,
     make_optimizer,
     prepare,
@@ -79,6 +80,10 @@ class Config(TrainConfig):
     value_init: str | None = None
     """Model the value model starts from (default: the reward model; with a personality reward,
     the policy's body with a fresh head)."""
+    value_freeze_layers: int = 0
+    """Freeze the value model's embeddings and this many bottom transformer layers (0 = train
+    all of it). Backward then stops at the first trainable block: with a reward model trained
+    with --freeze-layers N, the same N keeps the value model's features those of the reward."""
     prompts: str = ""
     """Prompts: any supported file (its prompts are used; responses ignored)."""
     format: str | None = None
@@ -201,6 +206,7 @@ def train(cfg: Config) -> Path:
         for p in ref.parameters():
             p.requires_grad_(False)
     value_body = value_model_init(reward, cfg.value_init, cfg.policy)
+    freeze_bottom(value_body, cfg.value_freeze_layers, flag="--value-freeze-layers")
     disable_dropout(value_body)
     model = PolicyAndValue(SelectiveLM(lm), ValueModel(value_body))
     model.train()
