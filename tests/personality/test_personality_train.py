@@ -14,7 +14,7 @@ from rlhfkit.errors import InputError
 from rlhfkit.models import tiny_policy
 from rlhfkit.models.heads import load_reward_model
 from rlhfkit.personality import composite_reward, load_spec
-from rlhfkit.personality.compare import compare_runs, mean_ci
+from rlhfkit.personality.compare import compare_runs, format_comparison, mean_ci
 from rlhfkit.train import ppo
 from rlhfkit.train.rewards import (
     PersonalityReward,
@@ -191,6 +191,25 @@ def test_personality_train_ppo_and_dpo_then_compare_cli(tmp_path, prompts, capsy
             assert p["low"] <= p["mean"] <= p["high"] and p["n"] == 5
     assert len(report["samples"]) == 3
     assert set(report["samples"][0]["replies"]) == {"concise", "warm-and-polite", "tiny"}
+    # paired differences from the first run: their mean is the difference of the means
+    assert [(d["run"], d["minus"]) for d in report["differences"]] == [
+        ("warm-and-polite", "concise"),
+        ("tiny", "concise"),
+    ]
+    profiles = {r["label"]: r["profile"] for r in report["runs"]}
+    for d in report["differences"]:
+        for attr in ("politeness", "length"):
+            diff = d["difference"][attr]
+            expected = profiles[d["run"]][attr]["mean"] - profiles["concise"][attr]["mean"]
+            assert diff["mean"] == pytest.approx(expected, abs=2e-4)
+            assert diff["low"] <= diff["mean"] <= diff["high"]
+    assert "warm-and-polite minus concise (paired, same prompts):" in format_comparison(report)
+
+    # the same model twice differs by exactly nothing
+    same = compare_runs(["tiny", "tiny"], str(held_out), n_prompts=3, max_new_tokens=8)
+    (d,) = same["differences"]
+    assert d["run"] == "tiny#2" and d["minus"] == "tiny"
+    assert all(v["mean"] == v["low"] == v["high"] == 0 for v in d["difference"].values())
 
     code = main(
         ["personality", "compare", str(run), "--prompts", str(held_out), "--n-prompts", "2"]

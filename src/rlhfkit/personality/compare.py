@@ -4,7 +4,8 @@ Each run's policy (``RUN/model``, or any model name: ``default``, a directory, `
 the same prompts greedily; every reply is scored on every attribute; the profile is the mean
 score per attribute with a 95 % confidence interval (Student's t over prompts). Prompts a run
 was trained on (``prompts`` in its ``config.yaml`` or ``personality.json``) are left out, so the
-profile is measured on held-out prompts.
+profile is measured on held-out prompts. Every later run is also compared with the first on the
+same prompts (paired differences with 95 % intervals), so list the starting policy first.
 
 Example::
 
@@ -101,7 +102,9 @@ def compare_runs(
     exclude_training_prompts: bool = True,
 ) -> dict[str, Any]:
     """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
-    held-out prompts, plus ``samples`` example replies per run. Example in the module docstring.
+    held-out prompts, each later run's paired difference from the first (``differences``: mean
+    and 95 % CI over prompts of its score minus the first run's on the same prompt), plus
+    ``samples`` example replies per run. Example in the module docstring.
     """
     from rlhfkit.models import generate_replies, load_policy
     from rlhfkit.train.base import read_prompts
@@ -135,15 +138,28 @@ def compare_runs(
                 "weights": info.get("weights"),
                 "profile": {a: _rounded(mean_ci(scores[a])) for a in ATTRIBUTES},
                 "replies": replies,
+                "scores": scores,
             }
         )
         del policy
+    base = results[0]
+    differences = [
+        {
+            "run": r["label"],
+            "minus": base["label"],
+            "difference": {
+                a: _rounded(mean_ci(_minus(r["scores"][a], base["scores"][a]))) for a in ATTRIBUTES
+            },
+        }
+        for r in results[1:]
+    ]
     return {
         "prompts": prompts,
         "n_prompts": len(held_out),
         "excluded_training_prompts": len(excluded),
         "attributes": list(ATTRIBUTES),
-        "runs": [{k: v for k, v in r.items() if k != "replies"} for r in results],
+        "runs": [{k: v for k, v in r.items() if k not in ("replies", "scores")} for r in results],
+        "differences": differences,
         "samples": [
             {
                 "prompt": held_out[i][-1]["content"],
@@ -152,6 +168,10 @@ def compare_runs(
             for i in range(min(samples, len(held_out)))
         ],
     }
+
+
+def _minus(xs: list[float], ys: list[float]) -> list[float]:
+    return [x - y for x, y in zip(xs, ys, strict=True)]
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -183,6 +203,11 @@ def format_comparison(report: dict[str, Any], width: int = 300) -> str:
             p = r["profile"][attr]
             row += f"{p['mean']:.2f} [{p['low']:.2f},{p['high']:.2f}]".rjust(cell)
         lines.append(row)
+    for diff in report.get("differences", []):
+        lines += ["", f"{diff['run']} minus {diff['minus']} (paired, same prompts):"]
+        for attr in report["attributes"]:
+            d = diff["difference"][attr]
+            lines.append(f"  {attr:12s}{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
     for sample in report["samples"]:
         lines += ["", f"prompt: {_one_line(sample['prompt'], width)}"]
         for label in labels:
