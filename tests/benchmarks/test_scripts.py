@@ -75,3 +75,23 @@ def test_benchmarks_name_what_is_missing(tmp_path, capsys):
 def test_attention_backend_benchmark_needs_cuda(capsys):
     assert load("sdpa_backends").main([]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_personalities_benchmark_fast_mode_compares_both_with_the_start(tmp_path, shared_data):
+    shared_data("oasst/en_100_message.jsonl")
+    out = tmp_path / "pers"
+    assert load("personalities").main(["--fast", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    report = result["comparison"]
+    assert [r["label"] for r in report["runs"]] == ["tiny", "concise", "warm-and-polite"]
+    assert [d["minus"] for d in report["differences"]] == ["tiny", "tiny"]
+    assert [(d["run"], d["minus"]) for d in result["contrast"]] == [("warm-and-polite", "concise")]
+    assert report["n_prompts"] == 4 and report["excluded_training_prompts"] == 8
+    assert set(result["final_kl"]) == {"concise", "warm-and-polite"}
+
+
+def test_personalities_benchmark_names_a_missing_data_dir(tmp_path):
+    from rlhfkit.errors import InputError
+
+    with pytest.raises(InputError, match="en_100_message.jsonl: not found"):
+        load("personalities").main(["--fast", "--data-dir", str(tmp_path), "--out", str(tmp_path)])

@@ -1,0 +1,131 @@
+"""Two personalities from the same start: do they differ, and in the intended direction?
+
+Trains the default model (SmolLM2-135M-Instruct) towards two personality specs with PPO on the
+same training prompts (``rlhfkit personality train``), then has the starting policy and both
+results answer the same held-out prompts greedily (``rlhfkit personality compare``): attribute
+profiles with 95 % intervals, paired differences from the start and between the two, and
+sample replies. Writes ``OUT/result.json`` and prints the comparison table.
+
+Prompts: single-turn OASST first messages (real users' questions) from ``../shared/data``, split
+into training and held-out prompts by a seeded shuffle (the demo's split).
+
+Usage::
+
+    .venv/bin/python benchmarks/personalities.py --out runs/personalities
+    .venv/bin/python benchmarks/personalities.py --fast --out /tmp/pers   # tiny model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fast", action="store_true", help="tiny model, a few steps")
+    parser.add_argument("--policy", default="default")
+    parser.add_argument("--specs", nargs=2, default=["concise", "warm-and-polite"])
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--train-prompts", type=int, default=96)
+    parser.add_argument("--heldout-prompts", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=12, help="PPO iterations per personality")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/personalities"))
+    args = parser.parse_args(argv)
+    if args.fast:
+        args.policy, args.steps, args.batch_size, args.lr = "tiny", 2, 4, 1e-3
+        args.train_prompts, args.heldout_prompts, args.max_new_tokens = 8, 4, 8
+
+    import torch
+
+    from rlhfkit.demo import _write_prompts, load_prompts
+    from rlhfkit.personality.compare import compare_runs, format_comparison
+    from rlhfkit.personality.training import Config, train_personality
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train, heldout = load_prompts(
+        args.data_dir, args.train_prompts, args.heldout_prompts, args.seed
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_file = _write_prompts(train, args.out / "train-prompts.jsonl")
+    heldout_file = _write_prompts(heldout, args.out / "heldout-prompts.jsonl")
+
+    runs, seconds = [], {}
+    for spec in args.specs:
+        started = time.time()
+        run = train_personality(
+            Config(
+                spec=spec,
+                policy=args.policy,
+                prompts=str(train_file),
+                out=args.out / spec,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+            )
+        )
+        seconds[spec] = round(time.time() - started, 1)
+        print(f"[personalities] {spec}: {run} in {seconds[spec]:.0f}s", file=sys.stderr)
+        runs.append(str(run))
+
+    started = time.time()
+    # start first, so every difference is measured from it; then the two against each other
+    report = compare_runs(
+        [args.policy, *runs],
+        str(heldout_file),
+        n_prompts=args.heldout_prompts,
+        max_new_tokens=args.max_new_tokens,
+        samples=3,
+    )
+    contrast = compare_runs(
+        runs,
+        str(heldout_file),
+        n_prompts=args.heldout_prompts,
+        max_new_tokens=args.max_new_tokens,
+        samples=0,
+    )
+    seconds["compare"] = round(time.time() - started, 1)
+    result = {
+        "command": "python benchmarks/personalities.py " + " ".join(argv or sys.argv[1:]),
+        "policy": args.policy,
+        "specs": args.specs,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_new_tokens": args.max_new_tokens,
+        "train_prompts": len(train),
+        "comparison": report,
+        "contrast": contrast["differences"],
+        "seconds": seconds,
+        "final_kl": {
+            spec: _last(run, "objective/kl") for spec, run in zip(args.specs, runs, strict=True)
+        },
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(format_comparison(report))
+    print("\n" + format_comparison({**contrast, "samples": []}).split("\n\n", 2)[-1])
+    print(json.dumps({"result": str(args.out / "result.json"), "seconds": seconds}))
+    return 0
+
+
+def _last(run: str, key: str) -> float | None:
+    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if x]
+    return rows[-1].get(key) if rows else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
