@@ -86,49 +86,46 @@ def test_each_item_gets_exactly_k_judgments_from_k_raters(engine):
     assert p["complete_items"] == 6 and p["judgments"] == 18 and p["done_share"] == 1.0
 
 
-def test_queue_invariants_hold_under_concurrent_raters(engine):
-    pid, raters = _setup(engine, n_items=30, n_raters=8, k=3)
+def _concurrently(raters, work) -> None:
+    """Run ``work(rater)`` for every rater in its own thread; re-raise what any of them raised."""
     errors = []
 
-    def work(r):
+    def guarded(r):
         try:
-            _judge_all(engine, pid, r, rng=random.Random(r))
+            work(r)
         except Exception as exc:  # surfaced below with its type
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in raters]
+    threads = [threading.Thread(target=guarded, args=(r,)) for r in raters]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_queue_invariants_hold_under_concurrent_raters(engine):
+    pid, raters = _setup(engine, n_items=30, n_raters=8, k=3)
+    _concurrently(raters, lambda r: _judge_all(engine, pid, r, rng=random.Random(r)))
     _check_invariants(engine, pid, 3)
 
 
+def _judge_all_with_next(engine, pid, rater):
+    """The rater page's path: each submit also issues the next task."""
+    rng = random.Random(rater)
+    task = next_task(engine, pid, rater, rng=rng)
+    while task is not None:
+        key = JudgmentInput(client_key=f"{rater}-{task.assignment_id}", choice="A")
+        _, _, task = submit_and_next(engine, task.assignment_id, rater, key, rng=rng)
+
+
 def test_queue_invariants_hold_when_judging_and_next_race(engine):
-    # The rater page's path: each submit also issues the next task. On PostgreSQL an item locked
-    # by another rater's submit used to be skipped, and a rater with no other candidate was told
-    # the queue was empty: about one run in three ended with an item one judgment short.
+    # On PostgreSQL an item locked by another rater's submit used to be skipped, and a rater
+    # with no other candidate was told the queue was empty: about one run in three ended with
+    # an item one judgment short.
     for round_ in range(5):
         pid, raters = _setup(engine, n_items=30, n_raters=8, k=3, name=f"race{round_}")
-        errors = []
-
-        def work(r, pid=pid, errors=errors):
-            rng = random.Random(r)
-            try:
-                task = next_task(engine, pid, r, rng=rng)
-                while task is not None:
-                    key = JudgmentInput(client_key=f"{r}-{task.assignment_id}", choice="A")
-                    _, _, task = submit_and_next(engine, task.assignment_id, r, key, rng=rng)
-            except Exception as exc:  # surfaced below with its type
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(r,)) for r in raters]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        _concurrently(raters, lambda r, pid=pid: _judge_all_with_next(engine, pid, r))
         _check_invariants(engine, pid, 3)
 
 
