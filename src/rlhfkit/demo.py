@@ -211,6 +211,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 seed=cfg.seed,
                 max_prompt_tokens=256,
                 batch_size=16,
+                progress=True,
             )
             items = [
                 (train_prompts[i], gen.texts[2 * i], gen.texts[2 * i + 1])

@@ -50,6 +50,26 @@ def test_batched_greedy_generation_equals_one_at_a_time():
         assert batched.response_ids[i, :n].tolist() == single.response_ids[0, :n].tolist()
 
 
+def test_several_batches_are_length_sorted_and_returned_in_the_order_given(capsys):
+    policy = tiny_policy()
+    prompts = [[{"role": "user", "content": "x" * n}] for n in (30, 3, 17, 50, 8, 1, 25)]
+    gen = generate(policy, prompts, max_new_tokens=10, temperature=0.0, batch_size=2, progress=True)
+    for i, p in enumerate(prompts):
+        assert gen.prompt_ids[i][gen.prompt_mask[i].bool()].tolist() == encode_prompt(
+            policy.tokenizer, p
+        )
+        single = generate(policy, [p], max_new_tokens=10, temperature=0.0)
+        assert gen.texts[i] == single.texts[0]
+        assert torch.equal(
+            gen.response_ids[i][gen.response_mask[i]],
+            single.response_ids[0][single.response_mask[0]],
+        )
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        f"[generate] {n}/7 replies" for n in (2, 4, 6, 7)
+    ]
+
+
 def test_generation_masks_everything_after_first_eos():
     policy = tiny_policy()
     gen = generate(policy, [CHAT] * 4, max_new_tokens=20, temperature=1.5, seed=3)

@@ -243,6 +243,7 @@ def score_candidates(policy, reward, cfg: Config, prompts, samples: int, tempera
         temperature=temperature,
         seed=cfg.seed,
         batch_size=16,
+        progress=True,
     )
     scored = Scored(prompts, gen.texts, samples)
     refusal = score("refusal", gen.texts)

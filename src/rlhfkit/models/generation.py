@@ -8,6 +8,8 @@ Example::
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -47,17 +49,25 @@ def generate(
     seed: int | None = None,
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
+    progress: bool = False,
 ) -> Generation:
     """Sample (temperature > 0) or decode greedily (temperature == 0) a response per prompt.
 
     Prompts longer than ``max_prompt_tokens`` keep their last tokens (the end of a conversation
-    is what the reply depends on).
+    is what the reply depends on). When there is more than one batch, prompts are batched in
+    order of length (less padding in every forward pass) and the results returned in the order
+    given. ``progress`` prints a line per batch to stderr.
     """
     tok = policy.tokenizer
     model = policy.model
     encoded = [encode_prompt(tok, p) for p in prompts]
     if max_prompt_tokens:
         encoded = [e[-max_prompt_tokens:] for e in encoded]
+    order = list(range(len(encoded)))
+    if len(encoded) > batch_size:
+        order.sort(key=lambda i: len(encoded[i]))
+        encoded = [encoded[i] for i in order]
+    started = time.time()
     generator_state = None
     if seed is not None:
         generator_state = torch.random.get_rng_state()
@@ -84,6 +94,14 @@ def generate(
                 use_cache=True,
             )
             chunks.append((ids, mask, out[:, ids.shape[1] :]))  # (batch, new_tokens)
+            if progress:
+                done, took = start + ids.shape[0], time.time() - started
+                eta = took / done * (len(encoded) - done)
+                print(
+                    f"[generate] {done}/{len(encoded)} replies, {took:.0f}s, eta {eta:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         if generator_state is not None:
             torch.random.set_rng_state(generator_state)
@@ -95,6 +113,15 @@ def generate(
     response_ids, response_mask, has_eos = truncate_after_eos(
         responses, tok.eos_token_id, tok.pad_token_id
     )
+    if order != sorted(order):
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order)] = torch.arange(len(order))  # sorted position of each prompt
+        prompt_ids, prompt_mask = prompt_ids[back], prompt_mask[back]
+        response_ids, response_mask, has_eos = (
+            response_ids[back],
+            response_mask[back],
+            has_eos[back],
+        )
     # everything after the first EOS is already pad, which decoding skips
     texts = tok.batch_decode(response_ids, skip_special_tokens=True)
     return Generation(prompt_ids, prompt_mask, response_ids, response_mask, has_eos, texts)

@@ -359,7 +359,12 @@ def sample_replies(
     policy = load_policy(model)
     per_sample = [
         generate_replies(
-            policy, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + j
+            policy,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed + j,
+            progress=len(prompts) > 32,
         )
         for j in range(samples)
     ]
