@@ -57,6 +57,9 @@ class Settings:
     ppo_lr: float
     samples: int
     seed: int
+    ppo_eos_penalty: float | None = None
+    """PPO's score for a reply that never ends. None (the default here) leaves the reward
+    model's score: a penalty would itself reward short replies in both pools."""
 
 
 FAST = dict(
@@ -134,16 +137,24 @@ def contrast(a: dict | None, b: dict | None) -> dict | None:
             "significant": abs(d) > 1.96 * se}  # fmt: skip
 
 
-def run(settings: Settings, out: Path, fast: bool, reuse: str | None = None) -> dict:
+def run(
+    settings: Settings,
+    out: Path,
+    fast: bool,
+    reuse: str | None = None,
+    labels_from: Path | None = None,
+) -> dict:
+    """The whole experiment into ``out``. ``reuse``: a candidates.jsonl to label instead of
+    sampling new pairs. ``labels_from``: an earlier run's directory whose judgments and reward
+    models are used as they are (only PPO and the audit run again, e.g. with more PPO steps)."""
     from rlhfkit.raters.personas import load_pool
-    from rlhfkit.raters.propagation import DEFAULT_ATTRIBUTES, audit_propagation
     from rlhfkit.raters.simulate import (
         LocalPlatform,
         create_project,
         export_preferences,
         simulate_pool,
     )
-    from rlhfkit.train import ppo, reward
+    from rlhfkit.train import reward
 
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -154,6 +165,9 @@ def run(settings: Settings, out: Path, fast: bool, reuse: str | None = None) -> 
     train_prompts, held = prompts[: settings.pairs], prompts[settings.pairs :]
     write_prompts(held, out / "heldout-prompts.jsonl")
     log(f"{len(train_prompts)} candidate prompts, {len(held)} held out")
+
+    if labels_from is not None:
+        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0)
 
     # 2. candidates: two replies per prompt, the same pairs for both pools
     if reuse is not None:
@@ -207,25 +221,72 @@ def run(settings: Settings, out: Path, fast: bool, reuse: str | None = None) -> 
         )
         timings[f"rm_{name}_s"] = round(time.perf_counter() - t, 1)
         log(f"{name}: reward model in {timings[f'rm_{name}_s']} s")
-        t = time.perf_counter()
-        ppo_dir = ppo.train(
-            ppo.Config(
-                policy=settings.model,
-                reward=str(rm_dir / "model"),
-                prompts=str(out / name / "preferences.jsonl"),
-                out=out / name / "ppo",
-                max_steps=settings.ppo_steps,
-                batch_size=settings.ppo_batch,
-                max_new_tokens=settings.ppo_tokens,
-                lr=settings.ppo_lr,
-                seed=settings.seed,
-                normalize_samples=min(32, 4 * settings.ppo_batch),
-                log_every=1,
-            )
+        runs.append(_ppo(settings, name, rm_dir / "model", out / name, out / name, timings))
+    return _audit_and_result(settings, out, fast, len(items), summaries, runs, held, timings, t0)
+
+
+def _ppo(settings: Settings, name: str, rm_model: Path, labels: Path, out: Path, timings) -> Path:
+    from rlhfkit.train import ppo
+
+    t = time.perf_counter()
+    ppo_dir = ppo.train(
+        ppo.Config(
+            policy=settings.model,
+            reward=str(rm_model),
+            prompts=str(labels / "preferences.jsonl"),
+            out=out / "ppo",
+            max_steps=settings.ppo_steps,
+            batch_size=settings.ppo_batch,
+            max_new_tokens=settings.ppo_tokens,
+            lr=settings.ppo_lr,
+            missing_eos_penalty=settings.ppo_eos_penalty,
+            seed=settings.seed,
+            normalize_samples=min(32, 4 * settings.ppo_batch),
+            log_every=1,
         )
-        timings[f"ppo_{name}_s"] = round(time.perf_counter() - t, 1)
-        log(f"{name}: PPO in {timings[f'ppo_{name}_s']} s")
-        runs.append(ppo_dir)
+    )
+    timings[f"ppo_{name}_s"] = round(time.perf_counter() - t, 1)
+    log(f"{name}: PPO in {timings[f'ppo_{name}_s']} s")
+    return ppo_dir
+
+
+def _rerun_policies(settings, out, fast, labels_from: Path, held, timings, t0) -> dict:
+    """PPO and the audit again, from an earlier run's judgments and reward models."""
+    from rlhfkit.errors import InputError
+
+    earlier_file = labels_from / "result.json"
+    missing = [
+        p
+        for p in [earlier_file]
+        + [labels_from / n / f for n in POOLS for f in ("preferences.jsonl", "rm/model")]
+        if not p.exists()
+    ]
+    if missing:
+        raise InputError(
+            f"--labels-from {labels_from}: {missing[0]} not found (run it in full first)"
+        )
+    earlier = json.loads(earlier_file.read_text("utf-8"))
+    runs = [
+        _ppo(
+            settings,
+            name,
+            labels_from / name / "rm" / "model",
+            labels_from / name,
+            out / name,
+            timings,
+        )
+        for name in POOLS
+    ]
+    return _audit_and_result(
+        settings, out, fast, earlier["pairs"], earlier["platform"], runs, held, timings, t0,
+        labels_from=str(labels_from),
+    )  # fmt: skip
+
+
+def _audit_and_result(
+    settings, out, fast, pairs, summaries, runs, held, timings, t0, labels_from=None
+) -> dict:
+    from rlhfkit.raters.propagation import DEFAULT_ATTRIBUTES, audit_propagation
 
     # 6. the propagation audit of both runs
     t = time.perf_counter()
@@ -254,7 +315,8 @@ def run(settings: Settings, out: Path, fast: bool, reuse: str | None = None) -> 
     result = {
         "settings": asdict(settings),
         "fast": fast,
-        "pairs": len(items),
+        "pairs": pairs,
+        "labels_from": labels_from,
         "platform": summaries,
         "length": stages,
         "policy_words": {n: by_pool[n]["policy_details"].get("words") for n in POOLS},
@@ -296,6 +358,19 @@ def main(argv: list[str] | None = None) -> int:
         "--candidates", default=None, help="reuse a candidates.jsonl written by an earlier run"
     )
     parser.add_argument(
+        "--labels-from",
+        type=Path,
+        default=None,
+        help="an earlier run's directory: reuse its judgments and reward models, rerun PPO and"
+        " the audit (e.g. with more --ppo-steps)",
+    )
+    parser.add_argument(
+        "--ppo-eos-penalty",
+        type=float,
+        default=None,
+        help="PPO's score for a reply that never ends (default: none, the reward model's score)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -308,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
     if args.model:
         values["model"] = args.model
-    result = run(Settings(**values), Path(args.out), args.fast, args.candidates)
+    values["ppo_eos_penalty"] = args.ppo_eos_penalty
+    result = run(Settings(**values), Path(args.out), args.fast, args.candidates, args.labels_from)
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return 0
 

@@ -215,3 +215,22 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
         table.startswith("attribute") and "balanced/ppo" in table and "length-loving/ppo" in table
     )
     assert (tmp_path / "audit" / "propagation.txt").read_text().strip() == table.strip()
+
+    # Rerun only PPO and the audit from the same judgments and reward models: the raters' and
+    # the reward models' stages are the same numbers; the new PPO runs live in the new --out.
+    again = tmp_path / "bp-again"
+    argv = ["--fast", "--out", str(again), "--labels-from", str(out), "--ppo-steps", "1", "--json"]
+    assert _benchmark().main(argv) == 0
+    rerun = json.loads(capsys.readouterr().out)
+    assert rerun["labels_from"] == str(out) and rerun["settings"]["ppo_steps"] == 1
+    assert rerun["length"]["raters"] == result["length"]["raters"]
+    assert rerun["length"]["reward_model"] == result["length"]["reward_model"]
+    assert rerun["platform"] == result["platform"] and rerun["pairs"] == result["pairs"]
+    assert len((again / "balanced" / "ppo" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not (again / "balanced" / "rm").exists()
+
+
+def test_benchmark_labels_from_a_directory_without_a_full_run(tmp_path, capsys):
+    argv = ["--fast", "--out", str(tmp_path / "o"), "--labels-from", str(tmp_path / "none")]
+    with pytest.raises(InputError, match="none/result.json not found"):
+        _benchmark().main(argv)

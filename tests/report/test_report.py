@@ -231,6 +231,39 @@ def test_personality_refusals_tradeoff_and_propagation_when_recorded(tmp_path, m
     assert prop[-1].title == "propagation audit" and prop[-1].rows[0][1].value == 0.7
 
 
+def test_gold_reward_of_a_demo_run_with_the_last_kl(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = write_chain(tmp_path)
+    gold = {
+        "sft": {"gold": {"mean": -4.8, "ci95": [-5.0, -4.6], "n": 32},
+                "length_words": {"mean": 33.4, "ci95": [30.2, 36.7], "n": 32}},
+        "final": {"gold": {"mean": -4.3, "ci95": [-4.6, -4.0], "n": 32},
+                  "length_words": {"mean": 25.7, "ci95": [21.4, 30.0], "n": 32}},
+    }  # fmt: skip
+    (paths["ppo"] / "gold.json").write_text(json.dumps(gold))
+    data = build_report(["runs/ppo"])
+    (table,) = [t for t in data.section("samples").tables if t.title.startswith("Gold reward")]
+    rows = {r[0]: r[1:] for r in table.rows}
+    assert [c.value for c in rows["trained policy: gold reward"]] == [-4.3, -4.6, -4.0, 32]
+    assert rows["starting (SFT) policy: gold reward"][0].source == (
+        "runs/ppo/gold.json#sft.gold.mean"
+    )
+    kl = rows["KL to the reference at the last step (nats)"][0]
+    metrics = [json.loads(x) for x in (paths["ppo"] / "metrics.jsonl").read_text().splitlines()]
+    assert kl.value == metrics[-1]["objective/kl"]
+    assert "Gold reward on held-out prompts" in render_html(data, tmp_path)
+
+    # a gold.json of the wrong shape shows what it can; garbage JSON names the file and line
+    (paths["ppo"] / "gold.json").write_text(json.dumps({"sft": 3, "final": {"gold": "x"}}))
+    (table,) = [
+        t for t in build_report(["runs/ppo"]).section("samples").tables if "Gold" in t.title
+    ]
+    assert all(c.value is None for c in table.rows[0][1:])
+    (paths["ppo"] / "gold.json").write_text('{"sft": ')
+    with pytest.raises(InputError, match="gold.json:1: not valid JSON"):
+        build_report(["runs/ppo"])
+
+
 def test_unreadable_spec_is_a_note(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_chain(tmp_path, ppo_config={"spec": "no-such-personality"})

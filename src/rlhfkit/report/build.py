@@ -103,6 +103,7 @@ def build_report(
     for run in found:
         _curves(run, sections["training"])
     _refusals(found, sections["refusals"])
+    _gold(final, sections["samples"])
     _samples(final, sections["samples"])
     for s in sections.values():
         if s.empty and not s.notes:
@@ -581,6 +582,54 @@ def _samples(final: RunDir, section: Section) -> None:
                 source=final.source("eval.json", f"after.samples[{i}]"),
             )
         )
+
+
+def _gold(final: RunDir, section: Section) -> None:
+    """The simulated pool's true utility of the starting and final policies' replies to the
+    held-out prompts (``gold.json``, written by ``rlhfkit demo``), with the last step's KL."""
+    gold = final.extras.get("gold.json")
+    if not isinstance(gold, dict):
+        return
+    rows = []
+    for key, label in (("sft", "starting (SFT) policy"), ("final", "trained policy")):
+        entry = _mapping(gold.get(key))
+        for measure, what in (("gold", "gold reward"), ("length_words", "reply length, words")):
+            m = _mapping(entry.get(measure))
+            ci = m.get("ci95") if isinstance(m.get("ci95"), list) else [None, None]
+            src = f"{key}.{measure}"
+            rows.append(
+                [
+                    f"{label}: {what}",
+                    Fact("mean", m.get("mean"), final.source("gold.json", f"{src}.mean")),
+                    Fact("95% low", _first(ci), final.source("gold.json", f"{src}.ci95")),
+                    Fact(
+                        "95% high", ci[-1] if ci else None, final.source("gold.json", f"{src}.ci95")
+                    ),
+                    Fact("prompts", m.get("n"), final.source("gold.json", f"{src}.n")),
+                ]
+            )
+    kl = final.metrics[-1].get("objective/kl") if final.metrics else None
+    rows.append(
+        [
+            "KL to the reference at the last step (nats)",
+            Fact(
+                "mean", kl, final.source("metrics.jsonl", f"step {len(final.metrics)}.objective/kl")
+            ),
+            "",
+            "",
+            "",
+        ]
+    )
+    section.tables.append(
+        Table(
+            "Gold reward on held-out prompts (the simulated rater pool's true utility)",
+            ["measure", "mean", "95% low", "95% high", "prompts"],
+            rows,
+            final.source("gold.json"),
+            "The pool's utility of greedy replies to prompts no stage trained on: what the raters"
+            " would have preferred, known exactly because the raters were simulated.",
+        )
+    )
 
 
 def _mapping(value: Any) -> dict[str, Any]:

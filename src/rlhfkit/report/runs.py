@@ -24,7 +24,7 @@ import yaml
 from rlhfkit.errors import InputError
 
 RUN_FILES = ("provenance.json", "metrics.jsonl", "config.yaml")
-EXTRA_FILES = ("tradeoff.json", "refusal.json", "propagation.json")
+EXTRA_FILES = ("tradeoff.json", "refusal.json", "propagation.json", "gold.json")
 """Optional result files other commands may leave in a run directory; shown when present."""
 
 
