@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", default="default")
     parser.add_argument("--specs", nargs=2, default=["concise", "warm-and-polite"])
     parser.add_argument("--data-dir", type=Path, default=DATA)
-    parser.add_argument("--train-prompts", type=int, default=96)
+    # the OASST file holds 99 distinct single-turn prompts
+    parser.add_argument("--train-prompts", type=int, default=64)
     parser.add_argument("--heldout-prompts", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="PPO iterations per personality")
     parser.add_argument("--batch-size", type=int, default=8)

@@ -133,7 +133,10 @@ def load_prompts(data_dir: Path, n_train: int, n_heldout: int, seed: int):
     unique = list({p[0]["content"]: p for p in prompts}.values())
     random.Random(seed).shuffle(unique)
     if len(unique) < n_train + n_heldout:
-        raise InputError(f"{path}: {len(unique)} prompts, the demo needs {n_train + n_heldout}")
+        raise InputError(
+            f"{path}: {len(unique)} distinct single-turn prompts, {n_train + n_heldout} needed"
+            f" ({n_train} to train on and {n_heldout} held out)"
+        )
     return unique[:n_train], unique[n_train : n_train + n_heldout]
 
 

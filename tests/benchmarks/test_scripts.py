@@ -95,3 +95,12 @@ def test_personalities_benchmark_names_a_missing_data_dir(tmp_path):
 
     with pytest.raises(InputError, match="en_100_message.jsonl: not found"):
         load("personalities").main(["--fast", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_personalities_benchmark_says_how_many_prompts_there_are(tmp_path, shared_data):
+    from rlhfkit.errors import InputError
+
+    shared_data("oasst/en_100_message.jsonl")
+    argv = ["--train-prompts", "190", "--heldout-prompts", "10", "--out", str(tmp_path)]
+    with pytest.raises(InputError, match=r"99 distinct single-turn prompts, 200 needed \(190 to"):
+        load("personalities").main(argv)
