@@ -365,8 +365,9 @@ def submit_and_next(
     then_next: bool = True,
     rng=None,
 ) -> tuple[dict[str, Any], bool, Task | None]:
-    """:func:`submit_judgment`, then :func:`next_task` in the same project, in one transaction
-    (one click on the rater's page: judge, see the next pair)."""
+    """:func:`submit_judgment`, then :func:`next_task` in the same project (one click on the
+    rater's page: judge, see the next pair): one transaction on SQLite; on PostgreSQL the
+    judgment commits before the next task is issued (see the module docstring)."""
     now = now or now_utc()
 
     one_transaction = is_sqlite(engine)  # see the module docstring for PostgreSQL
