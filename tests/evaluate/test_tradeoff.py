@@ -50,6 +50,10 @@ def test_wilson_interval():
     low, high = wilson(20, 40)
     assert low < 0.5 < high and high - low < 0.35
     assert wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-9)
+    # the ends never leave [0, 1] (0 out of 40 printed as "-0.00" before)
+    for n in range(1, 60):
+        assert wilson(0, n)[0] >= 0.0 and wilson(n, n)[1] <= 1.0
+        assert str(wilson(0, n)[0]) == "0.0"
 
 
 def _files(tmp_path, n=6):

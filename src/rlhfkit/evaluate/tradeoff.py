@@ -271,7 +271,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
+    # at k = 0 or k = n one end is exactly 0 or 1; floating point can put it a hair outside
+    return [round(max(0.0, centre - half), 4) + 0.0, round(min(1.0, centre + half), 4)]
 
 
 def measure(
