@@ -123,6 +123,10 @@ def _train_ppo(cfg: Config, spec, out: Path) -> Path:
             # the spec's KL budget is what training may spend to reach the personality
             adaptive_kl=True,
             target_kl=spec.kl_budget,
+            # The spec's scores are the whole reward: PPO's fixed score for replies that do not
+            # end within max_new_tokens would replace them for most replies of a small model
+            # (a flat -1 teaches nothing) and reward brevity in every personality alike.
+            missing_eos_penalty=None,
             normalize_samples=min(32, max(cfg.batch_size, 2)),
             lora=cfg.lora,
             seed=cfg.seed,
