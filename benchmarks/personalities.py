@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rlhfkit.demo import _write_prompts, load_prompts
+    from rlhfkit.demo import load_prompts, write_prompts
     from rlhfkit.personality.compare import compare_runs, format_comparison
     from rlhfkit.personality.training import Config, train_personality
 
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         args.data_dir, args.train_prompts, args.heldout_prompts, args.seed
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    train_file = _write_prompts(train, args.out / "train-prompts.jsonl")
-    heldout_file = _write_prompts(heldout, args.out / "heldout-prompts.jsonl")
+    train_file = write_prompts(train, args.out / "train-prompts.jsonl")
+    heldout_file = write_prompts(heldout, args.out / "heldout-prompts.jsonl")
 
     runs, seconds = [], {}
     for spec in args.specs:

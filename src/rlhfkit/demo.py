@@ -140,7 +140,8 @@ def load_prompts(data_dir: Path, n_train: int, n_heldout: int, seed: int):
     return unique[:n_train], unique[n_train : n_train + n_heldout]
 
 
-def _write_prompts(prompts, path: Path) -> Path:
+def write_prompts(prompts, path: Path) -> Path:
+    """Prompts as prompt/completion jsonl (empty completions), the form the trainers read."""
     with open(path, "w", encoding="utf-8") as fh:
         for p in prompts:
             fh.write(json.dumps({"prompt": p, "completion": ""}) + "\n")
@@ -276,8 +277,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             rm_eval = json.loads((rm_dir / "eval.json").read_text())
 
         with Stage(7, f"PPO: {plan.ppo_steps} iterations of {plan.ppo_batch} rollouts"):
-            prompts_file = _write_prompts(train_prompts, out / "data" / "prompts.jsonl")
-            heldout_file = _write_prompts(heldout, out / "data" / "heldout.jsonl")
+            prompts_file = write_prompts(train_prompts, out / "data" / "prompts.jsonl")
+            heldout_file = write_prompts(heldout, out / "data" / "heldout.jsonl")
             ppo_dir = ppo.train(
                 ppo.Config(
                     policy=str(sft_dir / "model"),
