@@ -6,8 +6,8 @@ same way as ``_trl_side.py`` measures TRL: the wall-clock time at the end of eve
 step (when the trainer logs the step) and running counts of the work done up to then, ``units``
 (pairs, non-padding tokens or samples) and ``tokens`` (non-padding tokens through the model).
 
-The counts come from wrapping the functions each trainer calls by module name (``right_pad``
-and ``left_pad`` for the batches it pads, ``generate`` for the rollouts): the wrappers count
+The counts come from wrapping the functions each trainer calls by module name (``pack`` for
+the batches it packs, ``generate`` for the rollouts): the wrappers count
 and return the original result untouched. Tokens are those the trainer actually runs (a prompt
 shared by both responses of a pair counts once). After the last timed step the run is stopped:
 saving the model and the end-of-run evaluation are not part of a training step (TRL's side
@@ -62,22 +62,18 @@ def main(spec_path: str) -> None:
 
     run_module.Run.log = log
 
-    def count_padded(module, units_are_tokens: bool) -> None:
-        """Count the real tokens of every batch ``module`` pads, through ``right_pad`` and,
-        where it uses one, ``left_pad`` (a prompt run once for both responses of a pair)."""
-        for name in ("right_pad", "left_pad"):
-            original = getattr(module, name, None)
-            if original is None:
-                continue
+    def count_packed(module, units_are_tokens: bool) -> None:
+        """Count the real tokens of every batch ``module`` packs (a prompt laid down once for
+        both responses of a pair counts once)."""
+        original = module.pack
 
-            def counted(sequences, *args, _original=original, **kwargs):
-                ids, mask = _original(sequences, *args, **kwargs)
-                tokens = int(mask.sum())
-                counts["tokens"] += tokens
-                counts["units"] += tokens if units_are_tokens else 0
-                return ids, mask
+        def counted(documents, *args, **kwargs):
+            packed = original(documents, *args, **kwargs)
+            counts["tokens"] += packed.real_tokens
+            counts["units"] += packed.real_tokens if units_are_tokens else 0
+            return packed
 
-            setattr(module, name, counted)
+        module.pack = counted
 
     def count_generated(module) -> None:
         """Count the samples (and prompt + response tokens) of each rollout ``generate``."""
@@ -114,17 +110,17 @@ def main(spec_path: str) -> None:
     if task == "reward":
         from rlhfkit.train import reward as trainer
 
-        count_padded(trainer, units_are_tokens=False)
+        count_packed(trainer, units_are_tokens=False)
         cfg = trainer.Config(model=spec["model"], data=spec["pairs"], **common)
     elif task == "sft":
         from rlhfkit.train import sft as trainer
 
-        count_padded(trainer, units_are_tokens=True)
+        count_packed(trainer, units_are_tokens=True)
         cfg = trainer.Config(model=spec["model"], data=spec["demos"], **common)
     elif task == "dpo":
         from rlhfkit.train import dpo as trainer
 
-        count_padded(trainer, units_are_tokens=False)
+        count_packed(trainer, units_are_tokens=False)
         original_reference = trainer.reference_logps
 
         def timed_reference(model, pairs, *args, **kwargs):

@@ -8,6 +8,7 @@ from rlhfkit.errors import InputError
 from rlhfkit.models import default_model_dir, generate, load_policy, tiny_policy
 from rlhfkit.models.chat import encode_prompt, encode_response, left_pad, right_pad
 from rlhfkit.models.heads import RewardModel, load_reward_model, normalize, set_normalization
+from rlhfkit.models.packing import Document, pack
 
 CHAT = [{"role": "user", "content": "Say hello."}]
 
@@ -177,7 +178,8 @@ def test_shared_prefix_scores_equal_full_sequences_with_gradients():
     prompts = [encode_prompt(tok, CHAT), encode_prompt(tok, [{"role": "user", "content": "x"}])]
     replies = [encode_response(tok, t) for t in ("good answer", "bad", "fine", "a longer reply")]
     full = scorer(*right_pad([prompts[i // 2] + replies[i] for i in range(4)], tok.pad_token_id))
-    shared = scorer(*right_pad(replies, tok.pad_token_id), *left_pad(prompts, tok.pad_token_id), 2)
+    docs = [Document(prompts[0], replies[:2]), Document(prompts[1], replies[2:])]
+    shared = scorer(pack(docs, tok.pad_token_id))  # both replies follow one copy of the prompt
     torch.testing.assert_close(full, shared, rtol=1e-4, atol=1e-5)
     grads = []
     for scores in (full, shared):

@@ -54,31 +54,23 @@ def config(tmp_path, setup, **kw) -> rloo.Config:
     return rloo.Config(**values)
 
 
-def test_grouped_forward_equals_full_forward_passes_in_values_and_gradients():
-    """The prompt computed once and shared by its k responses gives the same logits and the same
-    gradients as k separate full passes over prompt + response."""
+def test_group_documents_share_one_prompt_in_generation_order():
+    """A group's k samples follow one copy of its prompt, in the rows' order (packed forwards
+    equal full passes: tests/models/test_packing.py)."""
     from rlhfkit.models.chat import left_pad, right_pad
-    from rlhfkit.train.base import SelectiveLM
-    from rlhfkit.train.common import response_select
+    from rlhfkit.models.generation import Generation
+    from rlhfkit.train.common import rollout_documents
 
-    torch.manual_seed(0)
-    lm = tiny_policy().model.train()
-    prompts = [[5, 6, 7, 8, 9], [10, 11]]  # different lengths: left padding in the group batch
-    responses = [[20, 21, 22], [23], [24, 25], [26, 27, 28, 29], [30], [31, 32]]  # k = 3
-    p_ids, p_mask = left_pad(prompts, 0)
-    r_ids, r_attn = right_pad(responses, 0)
-    r_mask = r_attn.bool()
-    grouped = rloo.GroupedLM(lm)(p_ids, p_mask, r_ids, r_mask, 3)  # (n_valid, vocab)
-    full_ids = torch.cat([p_ids.repeat_interleave(3, 0), r_ids], 1)
-    full_attn = torch.cat([p_mask.repeat_interleave(3, 0), r_attn], 1)
-    select = response_select(p_ids.shape[1], r_mask)
-    full = SelectiveLM(lm)(full_ids, full_attn, select)
-    torch.testing.assert_close(grouped, full, rtol=1e-4, atol=1e-5)
-    weights = torch.randn_like(full)
-    grad_grouped = torch.autograd.grad((grouped * weights).sum(), list(lm.parameters()))
-    grad_full = torch.autograd.grad((full * weights).sum(), list(lm.parameters()))
-    for a, b in zip(grad_grouped, grad_full, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    p_ids, p_mask = left_pad([[5, 6, 7], [5, 6, 7], [9], [9]], 0)
+    r_ids, r_mask = right_pad([[20, 2], [21, 22, 2], [23], [24, 2]], 0)
+    gen = Generation(p_ids, p_mask, r_ids, r_mask.bool(), torch.ones(4, dtype=torch.bool), [])
+    docs = rollout_documents(gen)
+    assert [(d.prefix, d.continuations) for d in docs] == [
+        ([5, 6, 7], [[20, 2]]),
+        ([5, 6, 7], [[21, 22, 2]]),
+        ([9], [[23]]),
+        ([9], [[24, 2]]),
+    ]
 
 
 def test_rloo_starts_at_zero_kl_and_changes_every_parameter(tmp_path, setup):

@@ -36,6 +36,7 @@ from rlhfkit.models.loading import (
     tiny_tokenizer,
 )
 from rlhfkit.models.masks import last_token_index
+from rlhfkit.models.packing import Packed, packed_hidden
 
 NORM_KEY = "rlhfkit_reward"
 
@@ -98,10 +99,9 @@ def _body_and_head(model):
 class RewardModel(torch.nn.Module):
     """Scores at the last real token: ``forward(ids, mask) -> (batch, heads)``.
 
-    With ``prefix_ids``/``prefix_mask`` (left-padded, ``(batch, P)``), the prefix is run once,
-    its key/value cache repeated ``repeats`` times, and ``input_ids`` (right-padded,
-    ``(batch * repeats, R)``) continue from it: chosen and rejected share a long prompt, so it
-    is computed once instead of twice. Scores are taken at the continuation's last real token.
+    With a :class:`~rlhfkit.models.packing.Packed` batch as the only argument, it scores every
+    packed sequence at its last token: ``(n_sequences, heads)``, no padding computed (a prompt
+    shared by chosen and rejected is computed once; see :mod:`rlhfkit.models.packing`).
     """
 
     def __init__(self, model: PreTrainedModel):
@@ -109,60 +109,34 @@ class RewardModel(torch.nn.Module):
         self.model = model
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        prefix_ids: torch.Tensor | None = None,
-        prefix_mask: torch.Tensor | None = None,
-        repeats: int = 1,
+        self, input_ids: torch.Tensor | Packed, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if prefix_ids is None:
-            hidden = _hidden(self.model, input_ids, attention_mask)  # (batch, seq, hidden)
-        else:
-            hidden = _hidden_after_prefix(
-                self.model, prefix_ids, prefix_mask, input_ids, attention_mask, repeats
-            )  # (batch * repeats, R, hidden)
+        body, head = _body_and_head(self.model)
+        if isinstance(input_ids, Packed):
+            hidden = packed_hidden(body, input_ids)  # (rows, L, hidden)
+            return head(input_ids.gather(hidden, input_ids.ends)).float()  # (n_sequences, heads)
+        hidden = _hidden(self.model, input_ids, attention_mask)  # (batch, seq, hidden)
         last = last_token_index(attention_mask)  # (batch,)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        picked = hidden[rows, last]  # (batch, hidden)
-        _, head = _body_and_head(self.model)
-        return head(picked).float()  # (batch, heads)
-
-
-def _hidden_after_prefix(model, prefix_ids, prefix_mask, ids, mask, repeats: int):
-    from transformers import DynamicCache
-
-    body, _ = _body_and_head(model)
-    cache = DynamicCache(config=body.config)
-    prefix_pos = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)
-    body(
-        input_ids=prefix_ids,
-        attention_mask=prefix_mask,
-        position_ids=prefix_pos,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    cache.batch_repeat_interleave(repeats)  # (batch * repeats, heads, P, dim); keeps autograd
-    full_mask = torch.cat([prefix_mask.repeat_interleave(repeats, dim=0), mask], dim=1)
-    start = prefix_mask.long().sum(-1).repeat_interleave(repeats).unsqueeze(1)  # (b*r, 1)
-    positions = start + (mask.long().cumsum(-1) - 1).clamp(min=0)  # (b*r, R)
-    return body(
-        input_ids=ids,
-        attention_mask=full_mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state
+        return head(hidden[rows, last]).float()  # (batch, heads)
 
 
 class ValueModel(torch.nn.Module):
-    """Per-token values from head 0: ``forward(ids, mask) -> (batch, seq)``."""
+    """Per-token values from head 0: ``forward(ids, mask) -> (batch, seq)``; with a
+    :class:`~rlhfkit.models.packing.Packed` batch, the values at ``packed.predict`` (the state
+    before each continuation token): ``(n_targets,)``."""
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor | Packed, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if isinstance(input_ids, Packed):
+            body, head = _body_and_head(self.model)
+            hidden = packed_hidden(body, input_ids)
+            return head(input_ids.gather(hidden, input_ids.predict))[..., 0].float()
         hidden = _hidden(self.model, input_ids, attention_mask)
         _, head = _body_and_head(self.model)
         return head(hidden)[..., 0].float()  # (batch, seq)

@@ -258,18 +258,26 @@ class SelectiveLM(torch.nn.Module):
     """A causal LM whose forward returns logits only at selected positions.
 
     ``forward(input_ids, attention_mask, select)`` with ``select`` a bool ``(batch, seq)`` mask
-    returns ``(n_selected, vocab)``. The decoder runs once; the vocabulary projection runs only
-    where needed (prompt positions cost nothing on a 49k vocabulary). Being a module, it is what
-    Accelerate wraps for DDP, so gradients synchronise through a normal forward call.
+    returns ``(n_selected, vocab)``. ``forward(packed)`` with a
+    :class:`~rlhfkit.models.packing.Packed` batch returns the logits at ``packed.predict``
+    (one row per continuation token, no padding computed). The decoder runs once; the
+    vocabulary projection runs only where needed (prompt positions cost nothing on a 49k
+    vocabulary). Being a module, it is what Accelerate wraps for DDP, so gradients synchronise
+    through a normal forward call.
     """
 
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, select):
+    def forward(self, input_ids, attention_mask=None, select=None):
+        from rlhfkit.models.packing import Packed, packed_hidden
         from rlhfkit.train.common import position_ids_from_attention_mask
 
+        if isinstance(input_ids, Packed):
+            packed = input_ids
+            hidden = packed_hidden(self.lm.get_decoder(), packed)  # (rows, L, hidden)
+            return self.lm.get_output_embeddings()(packed.gather(hidden, packed.predict))
         hidden = self.lm.get_decoder()(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -26,6 +26,7 @@ from rlhfkit.models.masks import (  # re-exported: trainers import them from her
     last_token_index,
     truncate_after_eos,  # noqa: F401
 )
+from rlhfkit.models.packing import Document
 
 # ---------------------------------------------------------------- batch arithmetic and seeding
 
@@ -313,14 +314,15 @@ def per_token_kl_rewards(
 # ---------------------------------------------------------------- rollouts (prompt + response)
 
 
-def response_select(prompt_len: int, response_mask: torch.Tensor) -> torch.Tensor:
-    """For rollouts laid out as ``prompt (left-padded to P) + response (right-padded to R)``:
-    the positions whose logits predict response tokens, P-1 .. P+R-2 where the token is valid.
-    ``(b, R)`` -> ``(b, P+R)`` bool, for :class:`~rlhfkit.train.base.SelectiveLM`."""
-    b, r = response_mask.shape
-    select = torch.zeros((b, prompt_len + r), dtype=torch.bool, device=response_mask.device)
-    select[:, prompt_len - 1 : prompt_len + r - 1] = response_mask
-    return select
+def rollout_documents(gen) -> list[Document]:
+    """Per generated row: its real prompt tokens and its response up to and including the first
+    EOS, for :func:`~rlhfkit.models.packing.pack` (no padding computed when scoring)."""
+    return [
+        Document(p[m.bool()].tolist(), [r[rm].tolist()])
+        for p, m, r, rm in zip(
+            gen.prompt_ids, gen.prompt_mask, gen.response_ids, gen.response_mask.bool(), strict=True
+        )
+    ]
 
 
 def scatter_response(flat: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

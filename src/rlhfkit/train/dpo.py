@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from rlhfkit.data import read_preferences
 from rlhfkit.errors import InputError
 from rlhfkit.models import load_policy
-from rlhfkit.models.chat import right_pad
+from rlhfkit.models.packing import Document, pack
 from rlhfkit.train.base import (
     GlobalBatchSampler,
     SelectiveLM,
@@ -93,36 +93,36 @@ def check_config(cfg: Config) -> None:
         raise InputError(f"--eval-fraction: expected 0 <= value < 1, got {cfg.eval_fraction}")
 
 
+def documents_logps(
+    model, documents: list[Document], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of every continuation of the packed ``documents`` given its prefix,
+    all in ONE forward pass of a :class:`SelectiveLM` (no padding computed).
+
+    Returns ``(logps, counts)``, each ``(n_sequences,)`` in document then continuation order:
+    the sums and the number of tokens summed.
+    """
+    batch = pack(documents, pad_id).to(device)
+    logits = model(batch)  # (n_targets, vocab)
+    token_logps = -F.cross_entropy(logits.float(), batch.targets, reduction="none")
+    counts = batch.per_sequence_sum(torch.ones_like(token_logps))
+    return batch.per_sequence_sum(token_logps), counts
+
+
 def response_logps(
     model, sequences: list[list[int]], n_prompt: list[int], pad_id: int, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the response part of each sequence (tokens after its first
-    ``n_prompt``), all sequences in ONE forward pass of a :class:`SelectiveLM`.
-
-    Returns ``(logps, counts)``, each ``(n,)``: the sums and the number of response tokens.
-    """
-    ids, attn = right_pad(sequences, pad_id)  # (n, seq)
-    labels = torch.zeros_like(attn, dtype=torch.bool)
-    for row, (seq, p) in enumerate(zip(sequences, n_prompt, strict=True)):
-        labels[row, p : len(seq)] = True
-    ids, attn, labels = ids.to(device), attn.to(device), labels.to(device)
-    # position t predicts token t+1
-    select = torch.zeros_like(labels)
-    select[:, :-1] = labels[:, 1:]
-    targets = ids[:, 1:][labels[:, 1:]]  # (n_selected,)
-    logits = model(ids, attn, select)  # (n_selected, vocab)
-    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")  # (n_selected,)
-    rows = torch.arange(len(sequences), device=device).unsqueeze(1).expand_as(select)[select]
-    logps = torch.zeros(len(sequences), device=device).index_add(0, rows, token_logps)
-    return logps, labels[:, 1:].sum(-1)
+    ``n_prompt``) and the number of response tokens, each ``(n,)``."""
+    docs = [Document(s[:p], [s[p:]]) for s, p in zip(sequences, n_prompt, strict=True)]
+    return documents_logps(model, docs, pad_id, device)
 
 
 def pair_logps(model, pairs: list[EncodedPair], pad_id: int, device, ipo: bool):
-    """(chosen, rejected) response log-probs of every pair, both sides in one forward pass;
-    length-averaged for IPO."""
-    seqs = [s for p in pairs for s in p.sequences()]  # chosen0, rejected0, chosen1, ...
-    n_prompt = [len(p.prompt) for p in pairs for _ in range(2)]
-    logps, counts = response_logps(model, seqs, n_prompt, pad_id, device)  # (2*batch,)
+    """(chosen, rejected) response log-probs of every pair, both sides in one forward pass
+    after one copy of their prompt; length-averaged for IPO."""
+    docs = [Document(p.prompt, [p.chosen, p.rejected]) for p in pairs]
+    logps, counts = documents_logps(model, docs, pad_id, device)  # chosen0, rejected0, ...
     if ipo:
         logps = logps / counts.clamp(min=1)
     return logps[0::2], logps[1::2]

@@ -31,6 +31,7 @@ import torch
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
 from rlhfkit.models.heads import ValueModel
+from rlhfkit.models.packing import Document, Packed, pack
 from rlhfkit.train.base import (
     SelectiveLM,
     TrainConfig,
@@ -52,7 +53,7 @@ from rlhfkit.train.common import (
     masked_mean,
     masked_whiten,
     per_token_kl_rewards,
-    response_select,
+    rollout_documents,
     scatter_response,
     seed_everything,
 )
@@ -148,9 +149,11 @@ class PolicyAndValue(torch.nn.Module):
         self.policy = policy
         self.value = value
 
-    def forward(self, ids, attn, select, with_values: bool = True):
-        logits = self.policy(ids, attn, select)  # (n_selected, vocab)
-        values = self.value(ids, attn) if with_values else None  # (batch, seq)
+    def forward(self, batch: Packed, with_values: bool = True):
+        """Logits and values at the packed batch's ``predict`` positions: the state before
+        each response token. ``(n_targets, vocab)`` and ``(n_targets,)``."""
+        logits = self.policy(batch)
+        values = self.value(batch) if with_values else None
         return logits, values
 
 
@@ -158,7 +161,8 @@ class PolicyAndValue(torch.nn.Module):
 class Rollout:
     ids: torch.Tensor  # (b, P+R) prompt (left-padded) + response (right-padded)
     attn: torch.Tensor  # (b, P+R)
-    prompt_len: int  # P
+    documents: list[Document]  # per row: its real prompt tokens and its response, for packing
+    pad_id: int
     response_mask: torch.Tensor  # (b, R) bool
     logprobs: torch.Tensor  # (b, R)
     ref_logprobs: torch.Tensor  # (b, R)
@@ -263,7 +267,7 @@ def train(cfg: Config) -> Path:
             seed=cfg.seed * 1_000_003 + step * 101 + accelerator.process_index,
         )
         ro = make_rollout(
-            gen, mine, model, ref_lm, ref_policy_ctx, reward, cfg, kl_ctl, device, micro
+            gen, mine, model, ref_lm, ref_policy_ctx, reward, cfg, device, micro, tok.pad_token_id
         )
 
         # 4. rewards with the KL penalty, 5. advantages
@@ -347,9 +351,9 @@ def make_rollout(
     ref_ctx,
     reward: RewardFunction,
     cfg: Config,
-    kl_ctl,
     device,
     micro: int,
+    pad_id: int,
 ) -> Rollout:
     """2. score and 3. log-probs/values for a generated batch, in micro-batch chunks identical
     to the first update epoch's (so the recomputed log-probs match bit for bit)."""
@@ -357,24 +361,23 @@ def make_rollout(
     ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)  # (b, P+R)
     response_mask = gen.response_mask.bool().to(device)  # (b, R)
     attn = torch.cat([gen.prompt_mask.to(device), response_mask.long()], dim=1)  # (b, P+R)
-    P = gen.prompt_ids.shape[1]
+    documents = rollout_documents(gen)
     b, R = response_mask.shape
     logprobs = torch.zeros((b, R), device=device)
     ref_logprobs = torch.zeros((b, R), device=device)
     values = torch.zeros((b, R), device=device)
     for start in range(0, b, micro):
         sl = slice(start, start + micro)
-        select = response_select(P, response_mask[sl])
-        targets = gen.response_ids.to(device)[sl][response_mask[sl]]
-        logits, v = inner(ids[sl], attn[sl], select)
+        batch = pack(documents[sl], pad_id).to(device)
+        logits, v = inner(batch)
         logprobs[sl] = scatter_response(
-            token_logprobs(logits, targets, cfg.temperature), response_mask[sl]
+            token_logprobs(logits, batch.targets, cfg.temperature), response_mask[sl]
         )
-        values[sl] = v[:, P - 1 : P + R - 1] * response_mask[sl]
+        values[sl] = scatter_response(v, response_mask[sl])
         with ref_ctx():
-            ref_logits = SelectiveLM(ref_lm)(ids[sl], attn[sl], select)
+            ref_logits = SelectiveLM(ref_lm)(batch)
         ref_logprobs[sl] = scatter_response(
-            token_logprobs(ref_logits, targets, cfg.temperature), response_mask[sl]
+            token_logprobs(ref_logits, batch.targets, cfg.temperature), response_mask[sl]
         )
     scores = normalize_raw(reward.raw(prompts, gen.texts, ids, attn), reward.normalization)
     if cfg.reward_clip:
@@ -382,18 +385,18 @@ def make_rollout(
     has_eos = gen.has_eos.to(device)
     if cfg.missing_eos_penalty is not None:
         scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
-    return Rollout(ids, attn, P, response_mask, logprobs, ref_logprobs, values, scores, has_eos)
+    return Rollout(
+        ids, attn, documents, pad_id, response_mask, logprobs, ref_logprobs, values, scores, has_eos
+    )
 
 
 def ppo_micro_step(model, ro: Rollout, rows, advantages, returns, cfg: Config) -> dict:
     """Loss and statistics of one micro-batch of the rollout (rows index into it)."""
     mask = ro.response_mask[rows]
-    P, R = ro.prompt_len, mask.shape[1]
-    select = response_select(P, mask)
-    targets = ro.ids[rows][:, P:][mask]
-    logits, v = model(ro.ids[rows], ro.attn[rows], select)
-    new_logprobs = scatter_response(token_logprobs(logits, targets, cfg.temperature), mask)
-    new_values = v[:, P - 1 : P + R - 1]
+    batch = pack([ro.documents[i] for i in rows.tolist()], ro.pad_id).to(mask.device)
+    logits, v = model(batch)
+    new_logprobs = scatter_response(token_logprobs(logits, batch.targets, cfg.temperature), mask)
+    new_values = scatter_response(v, mask)
     pg_loss, pg = ppo_policy_loss(
         new_logprobs, ro.logprobs[rows], advantages[rows], mask, cfg.cliprange
     )

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from rlhfkit.data import read_preferences
 from rlhfkit.data.records import PreferencePair
 from rlhfkit.errors import InputError
-from rlhfkit.models.chat import encode_prompt, encode_response, left_pad, right_pad
+from rlhfkit.models.chat import encode_prompt, encode_response
 from rlhfkit.models.heads import RewardModel, load_reward_model, set_normalization
+from rlhfkit.models.packing import Document, pack
 from rlhfkit.train.base import (
     GlobalBatchSampler,
     TrainConfig,
@@ -115,20 +116,16 @@ def pair_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen and rejected of every pair in ONE forward pass: (batch, heads) each.
 
-    With ``share_prefix`` the prompt is run once and both responses continue from its cache
-    (HH prompts are long multi-turn dialogues; the two sides differ only at the end).
+    The pairs are packed (no padding computed, see :mod:`rlhfkit.models.packing`). With
+    ``share_prefix`` each prompt is laid down once and both responses follow it, each seeing
+    the prompt and itself only (HH prompts are long multi-turn dialogues; the two sides differ
+    only at the end); without it, prompt + chosen and prompt + rejected are separate sequences.
     """
     if share_prefix:
-        prompt_ids, prompt_mask = left_pad([p.prompt for p in pairs], pad_id)  # (b, P)
-        conts = [r for p in pairs for r in (p.chosen, p.rejected)]
-        ids, attn = right_pad(conts, pad_id)  # (2b, R): chosen0, rejected0, chosen1, ...
-        scores = model(
-            ids.to(device), attn.to(device), prompt_ids.to(device), prompt_mask.to(device), 2
-        )  # (2b, heads)
+        docs = [Document(p.prompt, [p.chosen, p.rejected]) for p in pairs]
     else:
-        seqs = [s for p in pairs for s in p.sequences()]  # chosen0, rejected0, chosen1, ...
-        ids, attn = right_pad(seqs, pad_id)
-        scores = model(ids.to(device), attn.to(device))  # (2b, heads)
+        docs = [Document(p.prompt, [side]) for p in pairs for side in (p.chosen, p.rejected)]
+    scores = model(pack(docs, pad_id).to(device))  # (2b, heads): chosen0, rejected0, ...
     return scores[0::2], scores[1::2]
 
 

@@ -18,8 +18,8 @@ One step, read top to bottom:
 2. score: normalised reward-model score on the final real token; responses without EOS get
    ``--missing-eos-penalty``
 3. reference log-probs (frozen copy, or the policy with LoRA adapters disabled), no gradient
-4. per micro-batch of whole groups, one forward pass of the policy (the shared prompt computed
-   once per group, :class:`GroupedLM`) gives both the log-probs for the gradient and
+4. per micro-batch of whole groups, one packed forward pass of the policy (each group's prompt
+   laid down once, its k responses after it, no padding computed) gives both the log-probs for the gradient and
    (detached) the KL estimate: reward = score - kl_coef * sum_t (logp - ref_logp)
    (the KL as a reward penalty, as in the paper and TRL), leave-one-out advantages within each
    group, loss = -advantage * sum_t logp, normalised by the global number of samples
@@ -39,7 +39,9 @@ import torch
 
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
+from rlhfkit.models.packing import Document, pack
 from rlhfkit.train.base import (
+    SelectiveLM,
     TrainConfig,
     apply_lora,
     derive_batches,
@@ -53,7 +55,7 @@ from rlhfkit.train.common import (
     entropy_from_logits,
     exact_div,
     logprobs_from_logits,
-    position_ids_from_attention_mask,
+    rollout_documents,
     scatter_response,
     seed_everything,
 )
@@ -135,65 +137,6 @@ def check_config(cfg: Config) -> None:
         raise InputError(f"--max-new-tokens: expected at least 1, got {cfg.max_new_tokens}")
 
 
-class GroupedLM(torch.nn.Module):
-    """A causal LM that scores k responses per prompt with the prompt computed once per group.
-
-    ``forward(prompt_ids (g, P), prompt_mask (g, P), response_ids (g*k, R), response_mask
-    (g*k, R), k)`` returns the logits that predict the valid response tokens, ``(n_valid,
-    vocab)`` in row-major order. Prompts are left-padded, responses right-padded. The prompt's
-    keys and values are repeated k times, differentiably (every sample's gradient flows into the
-    shared prompt computation), so the result equals k full forward passes at a k-th of the
-    prompt compute: with HH-length prompts and k = 4 that is 2-3 times fewer tokens per pass.
-    Being a module, it is what Accelerate wraps for DDP.
-    """
-
-    def __init__(self, lm):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, k: int):
-        from transformers import DynamicCache
-
-        decoder = self.lm.get_decoder()
-        cache = DynamicCache(config=self.lm.config)
-        prompt_hidden = decoder(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=position_ids_from_attention_mask(prompt_mask),
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state  # (g, P, hidden)
-        cache.batch_repeat_interleave(k)
-        attn = torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask.long()], 1)  # (b, P+R)
-        start = prompt_mask.long().sum(-1).repeat_interleave(k)  # (b,) real prompt tokens
-        steps = torch.arange(response_ids.shape[1], device=response_ids.device)
-        response_hidden = decoder(
-            input_ids=response_ids,
-            attention_mask=attn,
-            position_ids=start.unsqueeze(1) + steps.unsqueeze(0),  # (b, R)
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state  # (b, R, hidden)
-        # the state that predicts response token t: the prompt's last (t = 0), else response t-1
-        before = torch.cat(
-            [prompt_hidden[:, -1:].repeat_interleave(k, 0), response_hidden[:, :-1]], dim=1
-        )  # (b, R, hidden)
-        return self.lm.get_output_embeddings()(before[response_mask.bool()])  # (n_valid, vocab)
-
-
-def trim_padding(prompt_ids, prompt_mask, response_ids, response_mask):
-    """Drop prompt columns that are padding in every row and response columns past the longest
-    response (of one micro-batch)."""
-    first = int(prompt_mask.any(0).float().argmax())  # first column with a real token
-    width = int(response_mask.any(0).nonzero().max()) + 1 if response_mask.any() else 1
-    return (
-        prompt_ids[:, first:],
-        prompt_mask[:, first:],
-        response_ids[:, :width],
-        response_mask[:, :width],
-    )
-
-
 def train(cfg: Config) -> Path:
     """Run RLOO; returns the run directory (model/ is the trained policy)."""
     check_config(cfg)
@@ -228,13 +171,13 @@ def train(cfg: Config) -> Path:
         for p in ref.parameters():
             p.requires_grad_(False)
     lm.train()
-    model = GroupedLM(lm)
+    model = SelectiveLM(lm)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.max_steps)
     model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
     gen_policy = Policy(inner.lm, tok, cfg.policy)
     ref_ctx = (lambda: inner.lm.disable_adapter()) if cfg.lora else nullcontext
-    ref_lm = GroupedLM(ref if ref is not None else inner.lm)
+    ref_lm = SelectiveLM(ref if ref is not None else inner.lm)
 
     start = 0
     state = load_checkpoint(accelerator, run) if cfg.resume else None
@@ -272,11 +215,16 @@ def train(cfg: Config) -> Path:
             seed=cfg.seed * 1_000_003 + step * 101 + accelerator.process_index,
             batch_size=batches.per_process,
         )
-        response_ids = gen.response_ids.to(device)  # (b, R)
         mask = gen.response_mask.bool().to(device)  # (b, R)
-        # the k rows of a group share one prompt: keep it once
-        prompt_ids = gen.prompt_ids[::k].to(device)  # (b/k, P)
-        prompt_mask = gen.prompt_mask[::k].to(device)  # (b/k, P)
+        # the k rows of a group share one prompt: lay it down once, its k responses after it
+        rows_docs = rollout_documents(gen)
+        documents = [
+            Document(
+                rows_docs[g * k].prefix,
+                [d.continuations[0] for d in rows_docs[g * k : (g + 1) * k]],
+            )
+            for g in range(len(rows_docs) // k)
+        ]
 
         # 2. score
         with torch.no_grad():
@@ -294,19 +242,16 @@ def train(cfg: Config) -> Path:
         for start_row in range(0, batches.per_process, micro):
             rows = slice(start_row, start_row + micro)
             groups = slice(start_row // k, (start_row + micro) // k)
-            inputs = trim_padding(
-                prompt_ids[groups], prompt_mask[groups], response_ids[rows], mask[rows]
-            )
-            m_mask = inputs[3]  # (m, R')
-            targets = inputs[2][m_mask]  # (n_valid,)
+            batch = pack(documents[groups], tok.pad_token_id).to(device)
+            m_mask = mask[rows]  # (m, R)
             # 3. reference log-probs
             with torch.no_grad(), ref_ctx():
-                ref_logits = ref_lm(*inputs, k)  # (n_valid, vocab)
-                ref_logps = logprobs_from_logits(ref_logits, targets, cfg.temperature)
+                ref_logits = ref_lm(batch)  # (n_valid, vocab)
+                ref_logps = logprobs_from_logits(ref_logits, batch.targets, cfg.temperature)
             last = start_row + micro >= batches.per_process
             with accelerator.no_sync(model) if not last else nullcontext():
-                logits = model(*inputs, k)  # (n_valid, vocab)
-                token_logps = logprobs_from_logits(logits, targets, cfg.temperature)
+                logits = model(batch)  # (n_valid, vocab)
+                token_logps = logprobs_from_logits(logits, batch.targets, cfg.temperature)
                 logps = scatter_response(token_logps, m_mask).sum(-1)  # (m,)
                 kl = scatter_response(token_logps.detach() - ref_logps, m_mask).sum(-1)  # (m,)
                 rlhf_reward = scores[rows] - cfg.kl_coef * kl

@@ -20,7 +20,8 @@ import torch
 from rlhfkit.data import read_examples
 from rlhfkit.errors import InputError
 from rlhfkit.models import load_policy
-from rlhfkit.models.chat import encode_prompt, encode_response, right_pad
+from rlhfkit.models.chat import encode_prompt, encode_response
+from rlhfkit.models.packing import Document, pack
 from rlhfkit.train.base import (
     GlobalBatchSampler,
     SelectiveLM,
@@ -112,20 +113,19 @@ def train(cfg: Config) -> Path:
         n_tokens = sum(len(encoded[i][0]) - encoded[i][1] for i in global_items)
         total_loss = torch.zeros((), device=accelerator.device)
         for k, items in enumerate(micro):
-            ids, attn = right_pad([encoded[i][0] for i in items], tok.pad_token_id)
-            labels_mask = torch.zeros_like(attn, dtype=torch.bool)
-            for row, i in enumerate(items):
-                labels_mask[row, encoded[i][1] : len(encoded[i][0])] = True
-            ids, attn, labels_mask = (t.to(accelerator.device) for t in (ids, attn, labels_mask))
-            # position t predicts token t+1
-            select = torch.zeros_like(labels_mask)
-            select[:, :-1] = labels_mask[:, 1:]
-            targets = ids[:, 1:][labels_mask[:, 1:]]  # (n_selected,)
+            # packed, no padding computed: loss on the response tokens only
+            batch = pack(
+                [
+                    Document(encoded[i][0][: encoded[i][1]], [encoded[i][0][encoded[i][1] :]])
+                    for i in items
+                ],
+                tok.pad_token_id,
+            ).to(accelerator.device)
             sync = k == len(micro) - 1
             with accelerator.no_sync(model) if not sync else nullcontext():
-                logits = model(ids, attn, select)  # (n_selected, vocab)
+                logits = model(batch)  # (n_targets, vocab)
                 loss_sum = torch.nn.functional.cross_entropy(
-                    logits.float(), targets, reduction="sum"
+                    logits.float(), batch.targets, reduction="sum"
                 )
                 # DDP averages gradients over processes: scale so the result is the global mean
                 loss = loss_sum / n_tokens * accelerator.num_processes
