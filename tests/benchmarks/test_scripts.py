@@ -104,3 +104,12 @@ def test_personalities_benchmark_says_how_many_prompts_there_are(tmp_path, share
     argv = ["--train-prompts", "190", "--heldout-prompts", "10", "--out", str(tmp_path)]
     with pytest.raises(InputError, match=r"99 distinct single-turn prompts, 200 needed \(190 to"):
         load("personalities").main(argv)
+
+
+def test_decode_floor_fast_mode_times_all_three(capsys):
+    load("decode_floor").main(["--fast", "--json", "--threads", "0"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "tiny" and result["new_tokens"] == 4
+    for key in ("generate_s", "plain_loop_s", "bare_linear_s"):
+        assert result[key] > 0
+    assert result["linear_weight_mb"] > 0
