@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, exists, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rlhfkit.errors import InputError
@@ -133,18 +133,62 @@ def expire_stale(conn: Connection, now: datetime) -> int:
     return len(stale)
 
 
-def _project_for(conn: Connection, project_id: int, rater_id: int):
-    project = conn.execute(select(projects).where(projects.c.id == project_id)).first()
+# The hot path's statements (submit, then issue the next task) are built once, with bound
+# parameters: building a SQLAlchemy statement and its cache key on every call cost more CPU than
+# running it on SQLite.
+_MEMBERSHIP = (
+    exists()
+    .where(
+        project_members.c.project_id == projects.c.id,
+        project_members.c.user_id == bindparam("rater_id"),
+    )
+    .label("is_member")
+)
+_PROJECT = select(projects, _MEMBERSHIP).where(projects.c.id == bindparam("project_id"))
+_PRIOR = select(judgments).where(judgments.c.client_key == bindparam("client_key"))
+_ASSIGNMENT = select(assignments).where(assignments.c.id == bindparam("assignment_id"))
+_ASSIGNMENT_LOCKED = _ASSIGNMENT.with_for_update()
+_ITEM_AND_PROJECT = (
+    select(projects, items.c.task_type.label("item_type"), _MEMBERSHIP)
+    .join(items, items.c.project_id == projects.c.id)
+    .where(items.c.id == bindparam("item_id"))
+)
+_INSERT_JUDGMENT = insert(judgments).returning(*judgments.c)
+_CLOSE_ASSIGNMENT = (
+    update(assignments).where(assignments.c.id == bindparam("a_id")).values(status="done")
+)
+_COUNT_DONE = update(items).where(items.c.id == bindparam("i_id")).values(n_done=items.c.n_done + 1)
+_INSERT_LEDGER = insert(ledger)
+
+
+def _check_member(project, project_id: int):
     if project is None:
         raise NotFound(f"project {project_id}: no such project")
-    member = conn.execute(
-        select(project_members.c.user_id).where(
-            project_members.c.project_id == project_id, project_members.c.user_id == rater_id
-        )
-    ).first()
-    if member is None:
+    if not project.is_member:
         raise Forbidden(f"project {project_id}: you are not a rater on this project")
     return project
+
+
+def _project_for(conn: Connection, project_id: int, rater_id: int):
+    """The project row (with ``is_member``), if ``rater_id`` is one of its raters."""
+    project = conn.execute(_PROJECT, {"project_id": project_id, "rater_id": rater_id}).first()
+    return _check_member(project, project_id)
+
+
+_EXPIRY_INTERVAL = timedelta(seconds=1)
+_last_expiry: dict[int, datetime] = {}
+"""Per engine (in this process): the ``now`` of its last expiry pass."""
+
+
+def _expiry_due(engine: Engine | Connection, now: datetime) -> bool:
+    """Expiry runs at most once a second per process (a stale slot comes back at most a second
+    late); a rater about to be told the queue is empty always gets a pass first."""
+    key = id(engine.engine if isinstance(engine, Connection) else engine)
+    last = _last_expiry.get(key)
+    if last is not None and last <= now < last + _EXPIRY_INTERVAL:
+        return False
+    _last_expiry[key] = now
+    return True
 
 
 def _task(item, assignment_id: int, shown_order: str, issued_at, expires_at, project) -> Task:
@@ -173,16 +217,36 @@ def next_task(
 ) -> Task | None:
     """The rater's open task in the project, or a newly issued one; None when nothing is left."""
     now = now or now_utc()
+    rng = rng or _rng
     if is_sqlite(engine):
         with writing(engine) as conn:
+            project = _project_for(conn, project_id, rater_id)
+            return _issue_expiring(conn, project, rater_id, now, rng)
+    expired = _expiry_due(engine, now)
+    if expired:
+        with writing(engine) as conn:
             expire_stale(conn, now)
-            return _issue(
-                conn, _project_for(conn, project_id, rater_id), rater_id, now, rng or _rng
-            )
     with writing(engine) as conn:
+        task = _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng)
+    if task is None and not expired:
+        with writing(engine) as conn:
+            expire_stale(conn, now)
+        with writing(engine) as conn:
+            task = _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng)
+    return task
+
+
+def _issue_expiring(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task | None:
+    """:func:`_issue` in one transaction with the expiry pass when it is due, or when nothing
+    is left without it."""
+    expired = _expiry_due(conn, now)
+    if expired:
         expire_stale(conn, now)
-    with writing(engine) as conn:
-        return _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng or _rng)
+    task = _issue(conn, project, rater_id, now, rng)
+    if task is None and not expired:
+        expire_stale(conn, now)
+        task = _issue(conn, project, rater_id, now, rng)
+    return task
 
 
 _ITEM_COLUMNS = (
@@ -194,78 +258,94 @@ _ITEM_COLUMNS = (
 )
 
 
+_LOCK_RATER = select(users.c.id).where(users.c.id == bindparam("rater_id")).with_for_update()
+_MINE = (
+    select(assignments, *_ITEM_COLUMNS)
+    .join(items, items.c.id == assignments.c.item_id)
+    .where(
+        assignments.c.rater_id == bindparam("rater_id"),
+        assignments.c.project_id == bindparam("project_id"),
+        assignments.c.status == "open",
+        assignments.c.expires_at > bindparam("now"),
+    )
+    .order_by(assignments.c.id)
+    .limit(1)
+)
+_SEEN = exists().where(
+    assignments.c.item_id == items.c.id, assignments.c.rater_id == bindparam("rater_id")
+)
+_CANDIDATES = select(*_ITEM_COLUMNS).where(items.c.project_id == bindparam("project_id"), ~_SEEN)
+_ORDINARY = (
+    _CANDIDATES.where(items.c.is_gold.is_(False), items.c.full.is_(False))
+    .order_by(items.c.id)
+    .limit(1)
+)
+_GOLD = _CANDIDATES.where(items.c.is_gold.is_(True)).order_by(items.c.id).limit(1)
+_PICKS = {  # (query, locked variant)
+    "ordinary": (_ORDINARY, _ORDINARY.with_for_update(skip_locked=True)),
+    "gold": (_GOLD, _GOLD.with_for_update(skip_locked=True)),
+}
+_TAKE_SLOT = (
+    update(items)
+    .where(items.c.id == bindparam("i_id"))
+    .values(
+        n_active=items.c.n_active + 1,
+        full=case((items.c.is_gold, False), else_=items.c.n_active + 1 >= bindparam("k")),
+    )
+)
+_INSERT_ASSIGNMENT = insert(assignments).returning(assignments.c.id)
+
+
 def _issue(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task | None:
     if not is_sqlite(conn):
         # Serialise one rater's own requests (two tabs) without blocking anyone else.
-        conn.execute(select(users.c.id).where(users.c.id == rater_id).with_for_update())
-    mine = conn.execute(
-        select(assignments, *_ITEM_COLUMNS)
-        .join(items, items.c.id == assignments.c.item_id)
-        .where(
-            assignments.c.rater_id == rater_id,
-            assignments.c.project_id == project.id,
-            assignments.c.status == "open",
-            assignments.c.expires_at > now,
-        )
-        .order_by(assignments.c.id)
-        .limit(1)
-    ).first()
+        conn.execute(_LOCK_RATER, {"rater_id": rater_id})
+    where = {"rater_id": rater_id, "project_id": project.id}
+    mine = conn.execute(_MINE, {**where, "now": now}).first()
     if mine is not None:
         item = _ItemView(mine.item_id, *mine[-4:])
         return _task(item, mine.id, mine.shown_order, mine.issued_at, mine.expires_at, project)
 
-    seen = exists().where(assignments.c.item_id == items.c.id, assignments.c.rater_id == rater_id)
-    candidates = select(*_ITEM_COLUMNS).where(items.c.project_id == project.id, ~seen)
-    ordinary = candidates.where(items.c.is_gold.is_(False), items.c.full.is_(False))
-    gold = candidates.where(items.c.is_gold.is_(True))
-    order = [gold, ordinary] if rng.random() < project.gold_share else [ordinary]
+    order = ["gold", "ordinary"] if rng.random() < project.gold_share else ["ordinary"]
     item = None
-    for query in order:
-        item = _pick(conn, query.order_by(items.c.id).limit(1))
+    for kind in order:
+        item = _pick(conn, *_PICKS[kind], where)
         if item is not None:
             break
     if item is None:
         return None
 
-    conn.execute(
-        update(items)
-        .where(items.c.id == item.id)
-        .values(
-            n_active=items.c.n_active + 1,
-            full=case((items.c.is_gold, False), else_=items.c.n_active + 1 >= project.overlap_k),
-        )
-    )
+    conn.execute(_TAKE_SLOT, {"i_id": item.id, "k": project.overlap_k})
     shown_order = rng.choice(["AB", "BA"])
     expires_at = now + timedelta(seconds=project.assignment_ttl_s)
     assignment_id = conn.execute(
-        insert(assignments)
-        .values(
-            item_id=item.id,
-            rater_id=rater_id,
-            project_id=project.id,
-            issued_at=now,
-            expires_at=expires_at,
-            status="open",
-            shown_order=shown_order,
-        )
-        .returning(assignments.c.id)
+        _INSERT_ASSIGNMENT,
+        {
+            "item_id": item.id,
+            "rater_id": rater_id,
+            "project_id": project.id,
+            "issued_at": now,
+            "expires_at": expires_at,
+            "status": "open",
+            "shown_order": shown_order,
+        },
     ).scalar_one()
     return _task(item, assignment_id, shown_order, now, expires_at, project)
 
 
-def _pick(conn: Connection, query):
+def _pick(conn: Connection, query, locked, params: dict):
     """The first row of ``query``, locked; None only when no candidate is left at all."""
     if is_sqlite(conn):
-        return conn.execute(query).first()
+        return conn.execute(query, params).first()
     deadline = time.monotonic() + _BUSY_WAIT_S
     delay = 0.002
     while True:
-        row = conn.execute(query.with_for_update(skip_locked=True)).first()
+        row = conn.execute(locked, params).first()
         if row is not None:
             return row
         # Nothing unlocked. Candidates locked by others (an item being judged or issued right
         # now) may still need this rater once that transaction ends: wait for it to.
-        if conn.execute(query).first() is None:
+        if conn.execute(query, params).first() is None:
             return None
         if time.monotonic() > deadline:
             raise Conflict("the queue is busy: ask for the next task again")
@@ -373,12 +453,14 @@ def submit_and_next(
     one_transaction = is_sqlite(engine)  # see the module docstring for PostgreSQL
 
     def run(conn):
-        judgment, created = _submit(conn, assignment_id, rater_id, data, now)
+        judgment, created, project = _submit(conn, assignment_id, rater_id, data, now)
         following = None
         if then_next and one_transaction:
-            expire_stale(conn, now)
-            project = _project_for(conn, judgment["project_id"], rater_id)
-            following = _issue(conn, project, rater_id, now, rng or _rng)
+            if project is None:  # a retry: the project was not read
+                project = _project_for(conn, judgment["project_id"], rater_id)
+            else:
+                project = _check_member(project, judgment["project_id"])
+            following = _issue_expiring(conn, project, rater_id, now, rng or _rng)
         return judgment, created, following
 
     try:
@@ -394,63 +476,62 @@ def submit_and_next(
 
 
 def _submit(conn: Connection, assignment_id: int, rater_id: int, data: JudgmentInput, now):
+    """Store the judgment: ``(judgment, created, project)``, where ``project`` is the project
+    row with the rater's ``is_member`` when it was read (None for a retry)."""
     key = limits.text(data.client_key, "client_key", limits.CLIENT_KEY)
-    prior = conn.execute(select(judgments).where(judgments.c.client_key == key)).first()
+    prior = conn.execute(_PRIOR, {"client_key": key}).first()
     if prior is not None:
         if prior.assignment_id == assignment_id and prior.rater_id == rater_id:
-            return judgment_public(prior), False
+            return judgment_public(prior), False, None
         raise Conflict("client_key: already used for another task; use a fresh key per task")
-    query = select(assignments).where(assignments.c.id == assignment_id)
-    if not is_sqlite(conn):
-        query = query.with_for_update()
-    a = conn.execute(query).first()
+    query = _ASSIGNMENT if is_sqlite(conn) else _ASSIGNMENT_LOCKED
+    a = conn.execute(query, {"assignment_id": assignment_id}).first()
     if a is None or a.rater_id != rater_id:
         raise NotFound(f"assignment {assignment_id}: no such task of yours")
     if a.status == "done":
         # A concurrent retry may have committed while this one waited for the row lock.
         stored = conn.execute(select(judgments).where(judgments.c.assignment_id == a.id)).first()
         if stored is not None and stored.client_key == key:
-            return judgment_public(stored), False
+            return judgment_public(stored), False, None
         raise Conflict(f"assignment {assignment_id}: already judged (under another client_key)")
     if a.status == "expired" or utc(a.expires_at) <= now:
         raise Conflict(f"assignment {assignment_id}: expired; ask for the next task")
-    item = conn.execute(select(items).where(items.c.id == a.item_id)).one()
-    project = conn.execute(select(projects).where(projects.c.id == a.project_id)).one()
-    row = _validate(data, item.task_type, project.label_set)
+    # the item's type, its project and whether the rater is still one of its raters
+    project = conn.execute(_ITEM_AND_PROJECT, {"item_id": a.item_id, "rater_id": rater_id}).one()
+    row = _validate(data, project.item_type, project.label_set)
     elapsed_ms = int((now - utc(a.issued_at)).total_seconds() * 1000)
     claimed = data.time_on_task_ms
     row["time_on_task_ms"] = max(0, min(claimed, elapsed_ms) if claimed is not None else elapsed_ms)
-    judgment_id = conn.execute(
-        insert(judgments)
-        .values(
-            assignment_id=a.id,
-            item_id=a.item_id,
-            rater_id=rater_id,
-            project_id=a.project_id,
-            shown_order=a.shown_order,
-            created_at=now,
+    stored = conn.execute(
+        _INSERT_JUDGMENT,
+        {
+            "assignment_id": a.id,
+            "item_id": a.item_id,
+            "rater_id": rater_id,
+            "project_id": a.project_id,
+            "shown_order": a.shown_order,
+            "created_at": now,
             **row,
-        )
-        .returning(judgments.c.id)
-    ).scalar_one()
-    conn.execute(update(assignments).where(assignments.c.id == a.id).values(status="done"))
-    conn.execute(update(items).where(items.c.id == a.item_id).values(n_done=items.c.n_done + 1))
-    demo = item.task_type == "demonstration"
+        },
+    ).one()
+    conn.execute(_CLOSE_ASSIGNMENT, {"a_id": a.id})
+    conn.execute(_COUNT_DONE, {"i_id": a.item_id})
+    demo = project.item_type == "demonstration"
     conn.execute(
-        insert(ledger).values(
-            rater_id=rater_id,
-            project_id=a.project_id,
-            judgment_id=judgment_id,
-            kind="demonstration" if demo else "task",
-            amount_cents=(
+        _INSERT_LEDGER,
+        {
+            "rater_id": rater_id,
+            "project_id": a.project_id,
+            "judgment_id": stored.id,
+            "kind": "demonstration" if demo else "task",
+            "amount_cents": (
                 project.pay_per_demonstration_cents if demo else project.pay_per_comparison_cents
             ),
-            note="",
-            created_at=now,
-        )
+            "note": "",
+            "created_at": now,
+        },
     )
-    stored = conn.execute(select(judgments).where(judgments.c.id == judgment_id)).one()
-    return judgment_public(stored), True
+    return judgment_public(stored), True, project
 
 
 def rater_judgments(engine: Engine, rater_id: int, project_id: int | None = None) -> list[dict]:

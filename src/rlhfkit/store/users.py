@@ -19,7 +19,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rlhfkit.errors import InputError
@@ -134,21 +134,23 @@ def create_token(engine: Engine, user_id: int, name: str = "api") -> str:
     return token
 
 
+_USER_FOR_TOKEN = (  # built once: every API request runs it
+    select(users)
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(
+        api_tokens.c.token_hash == bindparam("digest"),
+        api_tokens.c.revoked.is_(False),
+        users.c.active.is_(True),
+    )
+)
+
+
 def user_for_token(engine: Engine, token: str) -> dict[str, Any] | None:
     """The active user a bearer token belongs to, or None."""
     if not token or len(token) > 200:
         return None
-    query = (
-        select(users)
-        .join(api_tokens, api_tokens.c.user_id == users.c.id)
-        .where(
-            api_tokens.c.token_hash == _token_digest(token),
-            api_tokens.c.revoked.is_(False),
-            users.c.active.is_(True),
-        )
-    )
     with reading(engine) as conn:
-        row = conn.execute(query).mappings().first()
+        row = conn.execute(_USER_FOR_TOKEN, {"digest": _token_digest(token)}).mappings().first()
     return dict(row) if row else None
 
 
