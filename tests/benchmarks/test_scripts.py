@@ -113,3 +113,17 @@ def test_decode_floor_fast_mode_times_all_three(capsys):
     for key in ("generate_s", "plain_loop_s", "bare_linear_s"):
         assert result[key] > 0
     assert result["linear_weight_mb"] > 0
+
+
+def test_store_ops_counts_statements_and_time(capsys):
+    store_ops = load("store_ops")
+    store_ops.main(["--raters", "3", "--rounds", "4", "--items", "20", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["calls"] == 12
+    assert result["cpu_ms_per_call"] > 0
+    assert 5 <= result["statements_per_call"] <= 20
+
+
+def test_store_ops_refuses_zero_raters():
+    with pytest.raises(SystemExit):
+        load("store_ops").main(["--raters", "0"])
