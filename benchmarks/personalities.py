@@ -84,21 +84,17 @@ def main(argv=None) -> int:
         runs.append(str(run))
 
     started = time.time()
-    # start first, so every difference is measured from it; then the two against each other
+    # start first, so every difference is measured from it; then the two against each other,
+    # from the same replies
     report = compare_runs(
         [args.policy, *runs],
         str(heldout_file),
         n_prompts=args.heldout_prompts,
         max_new_tokens=args.max_new_tokens,
         samples=3,
+        contrasts=[(2, 1)],
     )
-    contrast = compare_runs(
-        runs,
-        str(heldout_file),
-        n_prompts=args.heldout_prompts,
-        max_new_tokens=args.max_new_tokens,
-        samples=0,
-    )
+    contrast = report["differences"][-1:]
     seconds["compare"] = round(time.time() - started, 1)
     result = {
         "command": "python benchmarks/personalities.py " + " ".join(argv or sys.argv[1:]),
@@ -110,7 +106,7 @@ def main(argv=None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "train_prompts": len(train),
         "comparison": report,
-        "contrast": contrast["differences"],
+        "contrast": contrast,
         "seconds": seconds,
         "final_kl": {
             spec: _last(run, "objective/kl") for spec, run in zip(args.specs, runs, strict=True)
@@ -118,7 +114,6 @@ def main(argv=None) -> int:
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(format_comparison(report))
-    print("\n" + format_comparison({**contrast, "samples": []}).split("\n\n", 2)[-1])
     print(json.dumps({"result": str(args.out / "result.json"), "seconds": seconds}))
     return 0
 

@@ -84,7 +84,7 @@ def test_personalities_benchmark_fast_mode_compares_both_with_the_start(tmp_path
     result = json.loads((out / "result.json").read_text())
     report = result["comparison"]
     assert [r["label"] for r in report["runs"]] == ["tiny", "concise", "warm-and-polite"]
-    assert [d["minus"] for d in report["differences"]] == ["tiny", "tiny"]
+    assert [d["minus"] for d in report["differences"]] == ["tiny", "tiny", "concise"]
     assert [(d["run"], d["minus"]) for d in result["contrast"]] == [("warm-and-polite", "concise")]
     assert report["n_prompts"] == 4 and report["excluded_training_prompts"] == 8
     assert set(result["final_kl"]) == {"concise", "warm-and-polite"}

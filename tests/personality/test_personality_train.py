@@ -207,11 +207,18 @@ def test_personality_train_ppo_and_dpo_then_compare_cli(tmp_path, prompts, capsy
             assert diff["low"] <= diff["mean"] <= diff["high"]
     assert "warm-and-polite minus concise (paired, same prompts):" in format_comparison(report)
 
-    # the same model twice differs by exactly nothing
-    same = compare_runs(["tiny", "tiny"], str(held_out), n_prompts=3, max_new_tokens=8)
-    (d,) = same["differences"]
-    assert d["run"] == "tiny#2" and d["minus"] == "tiny"
-    assert all(v["mean"] == v["low"] == v["high"] == 0 for v in d["difference"].values())
+    # the same model twice differs by exactly nothing; an extra contrast reverses the pair
+    same = compare_runs(
+        ["tiny", "tiny"], str(held_out), n_prompts=3, max_new_tokens=8, contrasts=[(0, 1)]
+    )
+    first, reverse = same["differences"]
+    assert (first["run"], first["minus"]) == ("tiny#2", "tiny")
+    assert (reverse["run"], reverse["minus"]) == ("tiny", "tiny#2")
+    for d in (first, reverse):
+        assert all(v["mean"] == v["low"] == v["high"] == 0 for v in d["difference"].values())
+    for bad in ([(0, 0)], [(2, 0)], [(-1, 1)]):
+        with pytest.raises(InputError, match="contrast"):
+            compare_runs(["tiny", "tiny"], str(held_out), contrasts=bad)
 
     code = main(
         ["personality", "compare", str(run), "--prompts", str(held_out), "--n-prompts", "2"]

@@ -100,17 +100,26 @@ def compare_runs(
     max_new_tokens: int = 64,
     samples: int = 3,
     exclude_training_prompts: bool = True,
+    contrasts: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
     held-out prompts, each later run's paired difference from the first (``differences``: mean
     and 95 % CI over prompts of its score minus the first run's on the same prompt), plus
-    ``samples`` example replies per run. Example in the module docstring.
+    ``samples`` example replies per run. ``contrasts`` adds more paired differences from the
+    same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). Example in the
+    module docstring.
     """
     from rlhfkit.models import generate_replies, load_policy
     from rlhfkit.train.base import read_prompts
 
     if not runs:
         raise InputError("name at least one run to compare")
+    pairs = [(i, 0) for i in range(1, len(runs))] + list(contrasts or [])
+    for i, j in pairs:
+        if not (0 <= i < len(runs) and 0 <= j < len(runs)) or i == j:
+            raise InputError(
+                f"contrast ({i}, {j}): expected two different run indices from 0 to {len(runs) - 1}"
+            )
     infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
     pool = read_prompts(prompts)
     excluded = set()
@@ -142,16 +151,16 @@ def compare_runs(
             }
         )
         del policy
-    base = results[0]
     differences = [
         {
-            "run": r["label"],
-            "minus": base["label"],
+            "run": results[i]["label"],
+            "minus": results[j]["label"],
             "difference": {
-                a: _rounded(mean_ci(_minus(r["scores"][a], base["scores"][a]))) for a in ATTRIBUTES
+                a: _rounded(mean_ci(_minus(results[i]["scores"][a], results[j]["scores"][a])))
+                for a in ATTRIBUTES
             },
         }
-        for r in results[1:]
+        for i, j in pairs
     ]
     return {
         "prompts": prompts,
