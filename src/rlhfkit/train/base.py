@@ -64,6 +64,40 @@ class TrainConfig:
 
 
 @dataclass
+class RolloutConfig(TrainConfig):
+    """Flags shared by the RL trainers (PPO, RLOO): the policy, its prompts, how rollouts are
+    sampled and how they are scored."""
+
+    policy: str = "default"
+    """Policy to optimise (usually the SFT model); also the reference."""
+    reward: str = ""
+    """Reward model directory (written by `rlhfkit reward train`), or a personality spec:
+    personality:NAME or SPEC.yaml, with @RM_DIR when the spec weighs head:LABEL terms."""
+    prompts: str = ""
+    """Prompts: any supported file (its prompts are used; responses ignored)."""
+    format: str | None = None
+    """Prompts file format (auto-detected when omitted)."""
+    max_prompt_length: int = 256
+    """Prompts are cut from the left to this many tokens."""
+    max_new_tokens: int = 48
+    """Longest response in tokens."""
+    temperature: float = 0.7
+    """Sampling temperature (log-probs are always computed at this temperature too)."""
+    missing_eos_penalty: float | None = -1.0
+    """Score given to responses that never emit EOS (normalised reward units); none keeps the
+    reward model's score."""
+    reward_clip: float = 10.0
+    """Clip normalised scores to +/- this (0 disables)."""
+    normalize_samples: int = 32
+    """Normalise the reward so the starting policy's responses score mean 0, std 1, using this
+    many samples (0 keeps the reward model's stored normalisation)."""
+    eval_prompts: str | None = None
+    """Held-out prompts: mean reward (greedy) before and after training."""
+    eval_samples: int = 32
+    """How many held-out prompts to evaluate."""
+
+
+@dataclass
 class Batches:
     """Derived batch arithmetic (computed once, right after parsing)."""
 

@@ -33,8 +33,8 @@ from rlhfkit.models import Policy, generate, load_policy
 from rlhfkit.models.heads import ValueModel
 from rlhfkit.models.packing import Document, Packed, pack
 from rlhfkit.train.base import (
+    RolloutConfig,
     SelectiveLM,
-    TrainConfig,
     apply_lora,
     derive_batches,
     disable_dropout,
@@ -70,14 +70,9 @@ from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpo
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(RolloutConfig):
     """PPO with a KL penalty (InstructGPT-style RLHF)."""
 
-    policy: str = "default"
-    """Policy to optimise (usually the SFT model); also the reference."""
-    reward: str = ""
-    """Reward model directory (written by `rlhfkit reward train`), or a personality spec:
-    personality:NAME or SPEC.yaml, with @RM_DIR when the spec weighs head:LABEL terms."""
     value_init: str | None = None
     """Model the value model starts from (default: the reward model; with a personality reward,
     the policy's body with a fresh head)."""
@@ -85,10 +80,6 @@ class Config(TrainConfig):
     """Freeze the value model's embeddings and this many bottom transformer layers (0 = train
     all of it). Backward then stops at the first trainable block: with a reward model trained
     with --freeze-layers N, the same N keeps the value model's features those of the reward."""
-    prompts: str = ""
-    """Prompts: any supported file (its prompts are used; responses ignored)."""
-    format: str | None = None
-    """Prompts file format (auto-detected when omitted)."""
     out: Path = Path("runs/ppo")
     """Run directory to write."""
     lr: float = 1e-6
@@ -101,12 +92,6 @@ class Config(TrainConfig):
     """Minibatches per PPO epoch (batch/num_minibatches per update)."""
     ppo_epochs: int = 2
     """Passes over each rollout batch."""
-    max_prompt_length: int = 256
-    """Prompts are cut from the left to this many tokens."""
-    max_new_tokens: int = 48
-    """Longest response in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature (log-probs are always recomputed at this temperature)."""
     kl_coef: float = 0.05
     """KL penalty coefficient beta (initial value when adaptive)."""
     adaptive_kl: bool = False
@@ -125,18 +110,6 @@ class Config(TrainConfig):
     """Value clip."""
     vf_coef: float = 0.1
     """Value loss coefficient."""
-    missing_eos_penalty: float | None = -1.0
-    """Score given to responses that never emit EOS (normalised reward units); none keeps the
-    reward model's score."""
-    reward_clip: float = 10.0
-    """Clip normalised scores to +/- this (0 disables)."""
-    normalize_samples: int = 32
-    """Normalise the reward so the starting policy's responses score mean 0, std 1, using this
-    many samples (0 keeps the reward model's stored normalisation)."""
-    eval_prompts: str | None = None
-    """Held-out prompts: mean reward (greedy) before and after training."""
-    eval_samples: int = 32
-    """How many held-out prompts to evaluate."""
     save_every: int = 0
     """Checkpoint every N iterations (0 = only at the end)."""
 

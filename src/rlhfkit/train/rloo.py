@@ -41,8 +41,8 @@ from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
 from rlhfkit.models.packing import Document, pack
 from rlhfkit.train.base import (
+    RolloutConfig,
     SelectiveLM,
-    TrainConfig,
     apply_lora,
     derive_batches,
     disable_dropout,
@@ -71,18 +71,9 @@ from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpo
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(RolloutConfig):
     """REINFORCE leave-one-out against a reward model, with a KL penalty."""
 
-    policy: str = "default"
-    """Policy to optimise (usually the SFT model); also the reference."""
-    reward: str = ""
-    """Reward model directory (written by `rlhfkit reward train`), or a personality spec:
-    personality:NAME or SPEC.yaml, with @RM_DIR when the spec weighs head:LABEL terms."""
-    prompts: str = ""
-    """Prompts: any supported file (its prompts are used; responses ignored)."""
-    format: str | None = None
-    """Prompts file format (auto-detected when omitted)."""
     out: Path = Path("runs/rloo")
     """Run directory to write."""
     lr: float = 1e-6
@@ -93,26 +84,8 @@ class Config(TrainConfig):
     """Samples per step (global): --batch-size / --group-size prompts, --group-size each."""
     group_size: int = 4
     """Samples per prompt, k >= 2 (each one's baseline is the mean of the other k-1)."""
-    max_prompt_length: int = 256
-    """Prompts are cut from the left to this many tokens."""
-    max_new_tokens: int = 48
-    """Longest response in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature (log-probs are computed at this temperature too)."""
     kl_coef: float = 0.05
     """KL penalty coefficient beta: reward = score - beta * KL(policy || reference)."""
-    missing_eos_penalty: float | None = -1.0
-    """Score given to responses that never emit EOS (normalised reward units); none keeps the
-    reward model's score."""
-    reward_clip: float = 10.0
-    """Clip normalised scores to +/- this (0 disables)."""
-    normalize_samples: int = 32
-    """Normalise the reward so the starting policy's responses score mean 0, std 1, using this
-    many samples (0 keeps the reward model's stored normalisation)."""
-    eval_prompts: str | None = None
-    """Held-out prompts: mean reward (greedy) before and after training."""
-    eval_samples: int = 32
-    """How many held-out prompts to evaluate."""
     save_every: int = 0
     """Checkpoint every N steps (0 = only at the end)."""
 
