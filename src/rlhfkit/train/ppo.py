@@ -60,13 +60,13 @@ from rlhfkit.train.common import (
 from rlhfkit.train.losses import ppo_policy_loss, ppo_value_loss
 from rlhfkit.train.rewards import (
     RewardFunction,
+    begin_rl_run,
     evaluate_policy,
-    fit_normalization,
     load_reward,
     normalize_raw,
     value_model_init,
 )
-from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpoint
+from rlhfkit.train.run import Run, save_checkpoint
 
 
 @dataclass
@@ -199,28 +199,12 @@ def train(cfg: Config) -> Path:
     ref_policy_ctx = (lambda: inner.policy.lm.disable_adapter()) if cfg.lora else nullcontext
     ref_lm = ref if ref is not None else inner.policy.lm
 
-    # reward normalisation on the starting policy's own responses (checklist point 7)
-    start = 0
-    state = load_checkpoint(accelerator, run) if cfg.resume else None
-    if state is not None:
-        start = state["step"]
-        kl_ctl.value = state["kl_coef"]
-        reward.normalization = state["reward_norm"]
-        run.truncate_metrics(start)
-    elif cfg.normalize_samples:
-        fit_normalization(reward, gen_policy, prompts, cfg.normalize_samples, cfg, device)
-    run.write_provenance(
-        kind="ppo",
-        inputs={
-            "policy": describe_input(cfg.policy),
-            "reward": reward.provenance(),
-            "prompts": describe_input(cfg.prompts),
-        },
-        extra={"prompts": len(prompts), "reward_normalization": reward.normalization},
+    # resume, or reward normalisation on the starting policy's own responses (checklist 7)
+    start, state, evaluation = begin_rl_run(
+        "ppo", cfg, run, accelerator, reward, gen_policy, prompts, device
     )
-    evaluation = {}
-    if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
-        evaluation["before"] = evaluate_policy(gen_policy, reward, cfg, device)
+    if state is not None:
+        kl_ctl.value = state["kl_coef"]
 
     rng = random.Random(cfg.seed * 7919 + accelerator.process_index)
     for step in range(start, cfg.max_steps):

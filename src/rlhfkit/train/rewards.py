@@ -274,3 +274,35 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
         ],
         "replies": list(gen.texts),
     }
+
+
+def begin_rl_run(kind: str, cfg, run, accelerator, reward: RewardFunction, policy, prompts, device):
+    """The start of a PPO or RLOO run: resume from the last checkpoint (its step, reward
+    normalisation and the metrics up to it) or fit the reward normalisation on the starting
+    policy's own samples (checklist point 7); write provenance; on a fresh start with
+    ``--eval-prompts``, the held-out reward before training.
+
+    Returns ``(start_step, checkpoint_state or None, evaluation)``."""
+    from rlhfkit.train.run import describe_input, load_checkpoint
+
+    start = 0
+    state = load_checkpoint(accelerator, run) if cfg.resume else None
+    if state is not None:
+        start = state["step"]
+        reward.normalization = state["reward_norm"]
+        run.truncate_metrics(start)
+    elif cfg.normalize_samples:
+        fit_normalization(reward, policy, prompts, cfg.normalize_samples, cfg, device)
+    run.write_provenance(
+        kind=kind,
+        inputs={
+            "policy": describe_input(cfg.policy),
+            "reward": reward.provenance(),
+            "prompts": describe_input(cfg.prompts),
+        },
+        extra={"prompts": len(prompts), "reward_normalization": reward.normalization},
+    )
+    evaluation = {}
+    if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
+        evaluation["before"] = evaluate_policy(policy, reward, cfg, device)
+    return start, state, evaluation

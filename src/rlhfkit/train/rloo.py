@@ -61,13 +61,13 @@ from rlhfkit.train.common import (
 )
 from rlhfkit.train.losses import rloo_advantages
 from rlhfkit.train.rewards import (
+    begin_rl_run,
     evaluate_policy,
-    fit_normalization,
     load_reward,
     normalize_raw,
     rollout_raw,
 )
-from rlhfkit.train.run import Run, describe_input, load_checkpoint, save_checkpoint
+from rlhfkit.train.run import Run, save_checkpoint
 
 
 @dataclass
@@ -152,26 +152,9 @@ def train(cfg: Config) -> Path:
     ref_ctx = (lambda: inner.lm.disable_adapter()) if cfg.lora else nullcontext
     ref_lm = SelectiveLM(ref if ref is not None else inner.lm)
 
-    start = 0
-    state = load_checkpoint(accelerator, run) if cfg.resume else None
-    if state is not None:
-        start = state["step"]
-        reward.normalization = state["reward_norm"]
-        run.truncate_metrics(start)
-    elif cfg.normalize_samples:
-        fit_normalization(reward, gen_policy, prompts, cfg.normalize_samples, cfg, device)
-    run.write_provenance(
-        kind="rloo",
-        inputs={
-            "policy": describe_input(cfg.policy),
-            "reward": reward.provenance(),
-            "prompts": describe_input(cfg.prompts),
-        },
-        extra={"prompts": len(prompts), "reward_normalization": reward.normalization},
+    start, _, evaluation = begin_rl_run(
+        "rloo", cfg, run, accelerator, reward, gen_policy, prompts, device
     )
-    evaluation = {}
-    if cfg.eval_prompts and start == 0 and accelerator.is_main_process:
-        evaluation["before"] = evaluate_policy(gen_policy, reward, cfg, device)
 
     for step in range(start, cfg.max_steps):
         # 1. generate: this process's prompts, each repeated k times (groups are contiguous)
