@@ -93,3 +93,16 @@ def test_packed_values_equal_padded_values():
     )
     packed = value(pack([Document(p, rs) for p, rs in zip(prompts, replies, strict=True)], PAD))
     torch.testing.assert_close(packed, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pack_rows_scores_equal_padded_scores_on_either_side():
+    from rlhfkit.models.chat import left_pad
+    from rlhfkit.models.heads import RewardModel
+    from rlhfkit.models.packing import pack_rows
+
+    scorer = RewardModel(load_reward_model("tiny").model)
+    seqs = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16]]
+    right, left = right_pad(seqs, PAD), left_pad(seqs, PAD)
+    expected = scorer(*right)
+    for ids, mask in (right, left):
+        torch.testing.assert_close(scorer(pack_rows(ids, mask)), expected, rtol=1e-4, atol=1e-5)

@@ -190,3 +190,10 @@ def packed_hidden(body: torch.nn.Module, packed: Packed) -> torch.Tensor:
     return body(
         input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids
     ).last_hidden_state
+
+
+def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Packed:
+    """A padded batch (left, right or both) packed: one document per row, its real tokens only.
+    Sequence i of the result is row i, so ``ends`` picks each row's last real token."""
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+    return pack([Document([], [r]) for r in rows], pad_id=0).to(input_ids.device)

@@ -370,7 +370,9 @@ def raw_scores(reward_model, gen, device) -> torch.Tensor:
     """Head-0 raw scores ``(b,)`` of a :class:`~rlhfkit.models.Generation` (prompt + reply)."""
     ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)
     attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
-    return reward_model(ids, attn)[:, 0]  # (b,)
+    from rlhfkit.models.packing import pack_rows
+
+    return reward_model(pack_rows(ids, attn))[:, 0]  # (b,), no padding computed
 
 
 def prepare(accelerator, model, optimizer, scheduler):

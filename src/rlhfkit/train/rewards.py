@@ -83,7 +83,9 @@ class RewardModelReward:
 
     @torch.no_grad()
     def raw(self, prompts, texts, ids, attention_mask) -> torch.Tensor:
-        return self.scorer(ids, attention_mask)[:, 0]  # (b,)
+        from rlhfkit.models.packing import pack_rows
+
+        return self.scorer(pack_rows(ids, attention_mask))[:, 0]  # (b,), no padding computed
 
     def provenance(self) -> dict[str, Any]:
         from rlhfkit.train.run import describe_input
