@@ -4,7 +4,9 @@ Times three things on the same model, batch and number of new tokens:
 
 1. ``rlhfkit.models.generate`` (Hugging Face ``generate`` with a KV cache, sampling);
 2. a plain decode loop: the model's forward over one new token a step with a ``DynamicCache``,
-   greedy, no logits processors (what a hand-written generator could at best save);
+   greedy, no logits processors (what a hand-written generator could at best save), after a
+   prefill of random tokens as wide as the chat prompts (timed apart, and taken out of
+   ``generate``'s per-token figure, which is divided by the steps it actually ran);
 3. the bare matrix products of a decode step: every linear layer of every block and the output
    projection, ``F.linear`` on a (batch, 1, hidden) input, nothing else. On a CPU at small batch
    they read every weight once per token, so this is the memory-bound floor of any generator
@@ -23,7 +25,7 @@ import time
 import torch
 
 
-def measure(model_name: str, batch: int, new_tokens: int, prompt_tokens: int, threads: int) -> dict:
+def measure(model_name: str, batch: int, new_tokens: int, threads: int) -> dict:
     from transformers import DynamicCache
 
     from rlhfkit.models import generate, load_policy
@@ -38,18 +40,20 @@ def measure(model_name: str, batch: int, new_tokens: int, prompt_tokens: int, th
     ]
     generate(policy, prompts, max_new_tokens=2, temperature=0.7, seed=0)  # warm-up
     t = time.perf_counter()
-    generate(policy, prompts, max_new_tokens=new_tokens, temperature=0.7, seed=0)
+    gen = generate(policy, prompts, max_new_tokens=new_tokens, temperature=0.7, seed=0)
     generate_s = time.perf_counter() - t
+    generate_steps = gen.response_ids.shape[1]  # fewer than asked when every row ended early
+    prompt_len = gen.prompt_ids.shape[1]  # the same prompt width for the plain loop below
 
     vocab = model.config.vocab_size
-    ids = torch.randint(
-        0, vocab, (batch, prompt_tokens), generator=torch.Generator().manual_seed(0)
-    )
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
+        t = time.perf_counter()
         token = (
             model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
         )
+        prefill_s = time.perf_counter() - t
         t = time.perf_counter()
         for _ in range(new_tokens):
             logits = model(
@@ -71,11 +75,15 @@ def measure(model_name: str, batch: int, new_tokens: int, prompt_tokens: int, th
         "batch": batch,
         "new_tokens": new_tokens,
         "threads": torch.get_num_threads(),
-        "generate_s": round(generate_s, 3),
-        "plain_loop_s": round(loop_s, 3),
-        "bare_linear_s": round(floor_s, 3),
+        "prompt_tokens": prompt_len,
+        "generate_s": round(generate_s, 6),
+        "generate_steps": generate_steps,
+        "prefill_s": round(prefill_s, 6),
+        "plain_loop_s": round(loop_s, 6),
+        "bare_linear_s": round(floor_s, 6),
         "ms_per_step": {
-            "generate": round(1000 * generate_s / new_tokens, 1),
+            # generate's time includes its prefill: take out the plain loop's, same width
+            "generate": round(1000 * max(0.0, generate_s - prefill_s) / generate_steps, 1),
             "plain_loop": round(1000 * loop_s / new_tokens, 1),
             "bare_linear": round(1000 * floor_s / new_tokens, 1),
         },
@@ -89,21 +97,21 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--prompt-tokens", type=int, default=100)
     p.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     p.add_argument("--fast", action="store_true", help="tiny model, 4 tokens (smoke mode)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.fast:
-        args.model, args.new_tokens, args.prompt_tokens = "tiny", 4, 8
-    r = measure(args.model, args.batch, args.new_tokens, args.prompt_tokens, args.threads)
+        args.model, args.new_tokens = "tiny", 4
+    r = measure(args.model, args.batch, args.new_tokens, args.threads)
     if args.json:
         print(json.dumps(r, indent=2))
         return
     ms = r["ms_per_step"]
     print(
         f"{r['model']}: batch {r['batch']} x {r['new_tokens']} tokens, {r['threads']} threads\n"
-        f"  generate     {r['generate_s']:7.2f} s  {ms['generate']:6.1f} ms/token\n"
+        f"  generate     {r['generate_s']:7.2f} s  {ms['generate']:6.1f} ms/token "
+        f"({r['generate_steps']} steps, prefill {r['prefill_s']:.2f} s taken out)\n"
         f"  plain loop   {r['plain_loop_s']:7.2f} s  {ms['plain_loop']:6.1f} ms/token\n"
         f"  bare linear  {r['bare_linear_s']:7.2f} s  {ms['bare_linear']:6.1f} ms/token "
         f"({r['linear_weight_mb']} MB of weights a step, {r['implied_gb_per_s']} GB/s)"

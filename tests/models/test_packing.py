@@ -106,3 +106,17 @@ def test_pack_rows_scores_equal_padded_scores_on_either_side():
     expected = scorer(*right)
     for ids, mask in (right, left):
         torch.testing.assert_close(scorer(pack_rows(ids, mask)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_that_ignores_the_mask_or_a_short_window_is_refused():
+    from rlhfkit.models.packing import packed_hidden
+
+    lm = tiny_policy(seed=1).model
+    batch = pack([Document([5, 6, 7], [[8, 9]])], PAD)
+    lm.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="sdpa, eager or flex_attention"):
+        packed_hidden(lm.get_decoder(), batch)
+    lm.config._attn_implementation = "sdpa"
+    lm.config.sliding_window = 3
+    with pytest.raises(ValueError, match="sliding window of 3"):
+        packed_hidden(lm.get_decoder(), batch)

@@ -286,3 +286,27 @@ def test_time_on_task_is_capped_by_the_time_since_issue(engine):
         now=t0 + timedelta(seconds=20),
     )
     assert j["time_on_task_ms"] == 20_000
+
+
+def test_one_expiry_pass_frees_every_stale_slot_in_batches(engine, monkeypatch):
+    from rlhfkit.store import queue
+    from rlhfkit.store.engine import writing
+
+    monkeypatch.setattr(queue, "_EXPIRE_BATCH", 2)
+    pid, raters = _setup(engine, n_items=5, n_raters=5, k=1, ttl=60)
+    t0 = now_utc()
+    for r in raters:
+        assert next_task(engine, pid, r, now=t0) is not None
+    with writing(engine) as conn:
+        assert queue.expire_stale(conn, t0 + timedelta(seconds=61)) == 5  # 2 + 2 + 1
+
+
+def test_a_slot_that_went_stale_since_the_last_pass_is_found_before_saying_empty(engine):
+    pid, raters = _setup(engine, n_items=1, n_raters=3, k=1, ttl=1)
+    t0 = now_utc()
+    assert next_task(engine, pid, raters[0], now=t0) is not None  # a pass at t0; slot taken
+    # a pass at t0 + 1 s: the slot (deadline t0 + 1 s) is not stale yet, so nothing for rater 1
+    assert next_task(engine, pid, raters[1], now=t0 + timedelta(seconds=1)) is None
+    # half a second later no pass is due, but the slot is stale: it must be found, not "empty"
+    task = next_task(engine, pid, raters[2], now=t0 + timedelta(seconds=1.5))
+    assert task is not None

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhfkit.errors import InputError
+
 
 @dataclass
 class Document:
@@ -182,7 +184,21 @@ def packed_hidden(body: torch.nn.Module, packed: Packed) -> torch.Tensor:
     batch: ``(rows, L, hidden)``. SDPA takes the boolean mask as it is; other attention
     implementations get the additive form (0 where visible, the dtype's minimum elsewhere)."""
     mask = packed.attention_mask
-    impl = getattr(body.config, "_attn_implementation", "sdpa")
+    config = body.config
+    impl = getattr(config, "_attn_implementation", "sdpa")
+    if impl not in ("sdpa", "eager", "flex_attention"):
+        # flash attention ignores a 4-D mask: it would attend across packed sequences
+        raise InputError(
+            f"packed batches need sdpa, eager or flex_attention, not {impl!r} "
+            "(load the model with attn_implementation='sdpa')"
+        )
+    window = getattr(config, "sliding_window", None)
+    if window and packed.input_ids.shape[1] > window:
+        # a ready 4-D mask replaces the model's own, window included
+        raise InputError(
+            f"packed rows of {packed.input_ids.shape[1]} tokens exceed the model's sliding "
+            f"window of {window}: use a --max-length within it"
+        )
     if impl != "sdpa":
         dtype = body.get_input_embeddings().weight.dtype
         additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)

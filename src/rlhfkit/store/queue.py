@@ -11,8 +11,8 @@ Invariants (tested under concurrency in tests/store/test_store_queue.py):
 - submitting is idempotent: the same ``client_key`` returns the stored judgment.
 
 On SQLite each call is one transaction (:func:`rlhfkit.store.engine.writing`); the database
-write lock serialises them. On PostgreSQL issuing a task is its own transaction, after expiry and
-after the submitted judgment have committed: a transaction that issues holds no row lock but its
+write lock serialises them. On PostgreSQL issuing a task is its own transaction, after the
+expiry pass (when one is due) and the submitted judgment have committed: a transaction that issues holds no row lock but its
 rater's and the one item it takes, so it never waits on a transaction that waits on it. Items are
 picked with ``FOR UPDATE SKIP LOCKED``; when every remaining candidate is locked by a concurrent
 transaction the rater waits for it to finish rather than being told the queue is empty (which
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,31 +107,34 @@ def _lock(query, conn: Connection):
     return query if is_sqlite(conn) else query.with_for_update(skip_locked=True)
 
 
-def expire_stale(conn: Connection, now: datetime) -> int:
-    """Expire open assignments past their deadline and give their slots back."""
-    stale = conn.execute(
-        _lock(
-            select(assignments.c.id, assignments.c.item_id)
-            .where(assignments.c.status == "open", assignments.c.expires_at < now)
-            .limit(_EXPIRE_BATCH),
-            conn,
-        )
-    ).all()
-    if not stale:
-        return 0
-    stale.sort(key=lambda s: s.item_id)  # two expiring transactions lock items in one order
-    conn.execute(
-        update(assignments)
-        .where(assignments.c.id.in_([s.id for s in stale]), assignments.c.status == "open")
-        .values(status="expired")
+def expire_stale(conn: Connection, now: datetime, project_id: int | None = None) -> int:
+    """Expire open assignments past their deadline (of one project when ``project_id`` is
+    given) and give their slots back, in batches of ``_EXPIRE_BATCH`` until none is left."""
+    query = select(assignments.c.id, assignments.c.item_id).where(
+        assignments.c.status == "open", assignments.c.expires_at < now
     )
-    for s in stale:
+    if project_id is not None:
+        query = query.where(assignments.c.project_id == project_id)
+    total = 0
+    while True:
+        stale = conn.execute(_lock(query.limit(_EXPIRE_BATCH), conn)).all()
+        if not stale:
+            return total
+        stale.sort(key=lambda s: s.item_id)  # two expiring transactions lock items in one order
         conn.execute(
-            update(items)
-            .where(items.c.id == s.item_id)
-            .values(n_active=items.c.n_active - 1, full=False)
+            update(assignments)
+            .where(assignments.c.id.in_([s.id for s in stale]), assignments.c.status == "open")
+            .values(status="expired")
         )
-    return len(stale)
+        for s in stale:
+            conn.execute(
+                update(items)
+                .where(items.c.id == s.item_id)
+                .values(n_active=items.c.n_active - 1, full=False)
+            )
+        total += len(stale)
+        if len(stale) < _EXPIRE_BATCH:
+            return total
 
 
 # The hot path's statements (submit, then issue the next task) are built once, with bound
@@ -176,19 +180,20 @@ def _project_for(conn: Connection, project_id: int, rater_id: int):
 
 
 _EXPIRY_INTERVAL = timedelta(seconds=1)
-_last_expiry: dict[int, datetime] = {}
-"""Per engine (in this process): the ``now`` of its last expiry pass."""
+_last_expiry: weakref.WeakKeyDictionary[Engine, datetime] = weakref.WeakKeyDictionary()
+"""Per engine (in this process): the ``now`` of its last committed expiry pass."""
 
 
-def _expiry_due(engine: Engine | Connection, now: datetime) -> bool:
-    """Expiry runs at most once a second per process (a stale slot comes back at most a second
-    late); a rater about to be told the queue is empty always gets a pass first."""
-    key = id(engine.engine if isinstance(engine, Connection) else engine)
-    last = _last_expiry.get(key)
-    if last is not None and last <= now < last + _EXPIRY_INTERVAL:
-        return False
-    _last_expiry[key] = now
-    return True
+def _expiry_due(engine: Engine, now: datetime) -> bool:
+    """The expiry pass runs at most once a second per process (a stale slot comes back at most
+    a second late); a rater about to be told the queue is empty always gets a pass over the
+    project first. Record a pass with :func:`_expired` once its transaction has committed."""
+    last = _last_expiry.get(engine)
+    return last is None or not last <= now < last + _EXPIRY_INTERVAL
+
+
+def _expired(engine: Engine, now: datetime) -> None:
+    _last_expiry[engine] = now
 
 
 def _task(item, assignment_id: int, shown_order: str, issued_at, expires_at, project) -> Task:
@@ -218,34 +223,43 @@ def next_task(
     """The rater's open task in the project, or a newly issued one; None when nothing is left."""
     now = now or now_utc()
     rng = rng or _rng
+    due = _expiry_due(engine, now)
     if is_sqlite(engine):
         with writing(engine) as conn:
             project = _project_for(conn, project_id, rater_id)
-            return _issue_expiring(conn, project, rater_id, now, rng)
-    expired = _expiry_due(engine, now)
-    if expired:
+            task = _issue_expiring(conn, project, rater_id, now, rng, due)
+        if due:
+            _expired(engine, now)
+        return task
+    if due:
         with writing(engine) as conn:
             expire_stale(conn, now)
+        _expired(engine, now)
+    draw: dict[str, bool] = {}
     with writing(engine) as conn:
-        task = _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng)
-    if task is None and not expired:
+        project = _project_for(conn, project_id, rater_id)
+        task = _issue(conn, project, rater_id, now, rng, draw)
+    if task is None and not due:
         with writing(engine) as conn:
-            expire_stale(conn, now)
+            expire_stale(conn, now, project.id)
         with writing(engine) as conn:
-            task = _issue(conn, _project_for(conn, project_id, rater_id), rater_id, now, rng)
+            project = _project_for(conn, project_id, rater_id)
+            task = _issue(conn, project, rater_id, now, rng, draw)
     return task
 
 
-def _issue_expiring(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task | None:
-    """:func:`_issue` in one transaction with the expiry pass when it is due, or when nothing
-    is left without it."""
-    expired = _expiry_due(conn, now)
-    if expired:
+def _issue_expiring(
+    conn: Connection, project, rater_id: int, now: datetime, rng, due: bool
+) -> Task | None:
+    """:func:`_issue` in one transaction with the expiry pass when it is ``due``, or, when
+    nothing is left without it, a pass over this project."""
+    if due:
         expire_stale(conn, now)
-    task = _issue(conn, project, rater_id, now, rng)
-    if task is None and not expired:
-        expire_stale(conn, now)
-        task = _issue(conn, project, rater_id, now, rng)
+    draw: dict[str, bool] = {}
+    task = _issue(conn, project, rater_id, now, rng, draw)
+    if task is None and not due:
+        expire_stale(conn, now, project.id)
+        task = _issue(conn, project, rater_id, now, rng, draw)
     return task
 
 
@@ -296,7 +310,11 @@ _TAKE_SLOT = (
 _INSERT_ASSIGNMENT = insert(assignments).returning(assignments.c.id)
 
 
-def _issue(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task | None:
+def _issue(
+    conn: Connection, project, rater_id: int, now: datetime, rng, draw: dict | None = None
+) -> Task | None:
+    """Issue the rater's open task or a new one. ``draw`` keeps the gold-or-ordinary draw
+    across a retry in the same request (one draw per request, as the gold share says)."""
     if not is_sqlite(conn):
         # Serialise one rater's own requests (two tabs) without blocking anyone else.
         conn.execute(_LOCK_RATER, {"rater_id": rater_id})
@@ -306,7 +324,10 @@ def _issue(conn: Connection, project, rater_id: int, now: datetime, rng) -> Task
         item = _ItemView(mine.item_id, *mine[-4:])
         return _task(item, mine.id, mine.shown_order, mine.issued_at, mine.expires_at, project)
 
-    order = ["gold", "ordinary"] if rng.random() < project.gold_share else ["ordinary"]
+    draw = {} if draw is None else draw
+    if "gold_first" not in draw:
+        draw["gold_first"] = rng.random() < project.gold_share
+    order = ["gold", "ordinary"] if draw["gold_first"] else ["ordinary"]
     item = None
     for kind in order:
         item = _pick(conn, *_PICKS[kind], where)
@@ -451,6 +472,7 @@ def submit_and_next(
     now = now or now_utc()
 
     one_transaction = is_sqlite(engine)  # see the module docstring for PostgreSQL
+    due = then_next and one_transaction and _expiry_due(engine, now)
 
     def run(conn):
         judgment, created, project = _submit(conn, assignment_id, rater_id, data, now)
@@ -460,7 +482,7 @@ def submit_and_next(
                 project = _project_for(conn, judgment["project_id"], rater_id)
             else:
                 project = _check_member(project, judgment["project_id"])
-            following = _issue_expiring(conn, project, rater_id, now, rng or _rng)
+            following = _issue_expiring(conn, project, rater_id, now, rng or _rng, due)
         return judgment, created, following
 
     try:
@@ -470,6 +492,8 @@ def submit_and_next(
         # A concurrent retry with the same key won the race on Postgres: return its result.
         with writing(engine) as conn:
             judgment, created, following = run(conn)
+    if due:
+        _expired(engine, now)  # committed
     if then_next and not one_transaction:
         following = next_task(engine, judgment["project_id"], rater_id, now=now, rng=rng)
     return judgment, created, following
