@@ -71,6 +71,11 @@ def test_group_documents_share_one_prompt_in_generation_order():
         ([9], [[23]]),
         ([9], [[24, 2]]),
     ]
+    groups = rollout_documents(gen, group_size=2)  # RLOO: one document per group of k = 2
+    assert [(d.prefix, d.continuations) for d in groups] == [
+        ([5, 6, 7], [[20, 2], [21, 22, 2]]),
+        ([9], [[23], [24, 2]]),
+    ]
 
 
 def test_rloo_starts_at_zero_kl_and_changes_every_parameter(tmp_path, setup):

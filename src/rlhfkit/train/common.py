@@ -314,14 +314,20 @@ def per_token_kl_rewards(
 # ---------------------------------------------------------------- rollouts (prompt + response)
 
 
-def rollout_documents(gen) -> list[Document]:
-    """Per generated row: its real prompt tokens and its response up to and including the first
-    EOS, for :func:`~rlhfkit.models.packing.pack` (no padding computed when scoring)."""
-    return [
-        Document(p[m.bool()].tolist(), [r[rm].tolist()])
+def rollout_documents(gen, group_size: int = 1) -> list[Document]:
+    """A generated batch as :func:`~rlhfkit.models.packing.pack` documents: each row's real
+    prompt tokens and its response up to and including the first EOS. With ``group_size`` k,
+    every k consecutive rows share one prompt (RLOO's groups): one document per group, its
+    prompt once and the k responses after it, in row order."""
+    rows = [
+        (p[m.bool()].tolist(), r[rm].tolist())
         for p, m, r, rm in zip(
             gen.prompt_ids, gen.prompt_mask, gen.response_ids, gen.response_mask.bool(), strict=True
         )
+    ]
+    return [
+        Document(rows[g][0], [response for _, response in rows[g : g + group_size]])
+        for g in range(0, len(rows), group_size)
     ]
 
 

@@ -64,6 +64,7 @@ from rlhfkit.train.rewards import (
     evaluate_policy,
     load_reward,
     normalize_raw,
+    rollout_raw,
     value_model_init,
 )
 from rlhfkit.train.run import Run, save_checkpoint
@@ -132,8 +133,6 @@ class PolicyAndValue(torch.nn.Module):
 
 @dataclass
 class Rollout:
-    ids: torch.Tensor  # (b, P+R) prompt (left-padded) + response (right-padded)
-    attn: torch.Tensor  # (b, P+R)
     documents: list[Document]  # per row: its real prompt tokens and its response, for packing
     pad_id: int
     response_mask: torch.Tensor  # (b, R) bool
@@ -236,7 +235,7 @@ def train(cfg: Config) -> Path:
 
         # 6. update: epoch 0 in rollout order (so the first ratio is exactly 1), then shuffled
         stats: dict[str, list[float]] = {}
-        n = ro.ids.shape[0]
+        n = len(ro.documents)
         for epoch in range(cfg.ppo_epochs):
             idx = list(range(n)) if epoch == 0 else rng.sample(range(n), n)
             for mb_start in range(0, n, minibatch):
@@ -315,9 +314,7 @@ def make_rollout(
     """2. score and 3. log-probs/values for a generated batch, in micro-batch chunks identical
     to the first update epoch's (so the recomputed log-probs match bit for bit)."""
     inner = model.module if hasattr(model, "module") else model
-    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)  # (b, P+R)
     response_mask = gen.response_mask.bool().to(device)  # (b, R)
-    attn = torch.cat([gen.prompt_mask.to(device), response_mask.long()], dim=1)  # (b, P+R)
     documents = rollout_documents(gen)
     b, R = response_mask.shape
     logprobs = torch.zeros((b, R), device=device)
@@ -336,14 +333,14 @@ def make_rollout(
         ref_logprobs[sl] = scatter_response(
             token_logprobs(ref_logits, batch.targets, cfg.temperature), response_mask[sl]
         )
-    scores = normalize_raw(reward.raw(prompts, gen.texts, ids, attn), reward.normalization)
+    scores = normalize_raw(rollout_raw(reward, prompts, gen, device), reward.normalization)
     if cfg.reward_clip:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     has_eos = gen.has_eos.to(device)
     if cfg.missing_eos_penalty is not None:
         scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
     return Rollout(
-        ids, attn, documents, pad_id, response_mask, logprobs, ref_logprobs, values, scores, has_eos
+        documents, pad_id, response_mask, logprobs, ref_logprobs, values, scores, has_eos
     )
 
 

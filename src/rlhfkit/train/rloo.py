@@ -39,7 +39,7 @@ import torch
 
 from rlhfkit.errors import InputError
 from rlhfkit.models import Policy, generate, load_policy
-from rlhfkit.models.packing import Document, pack
+from rlhfkit.models.packing import pack
 from rlhfkit.train.base import (
     RolloutConfig,
     SelectiveLM,
@@ -173,14 +173,7 @@ def train(cfg: Config) -> Path:
         )
         mask = gen.response_mask.bool().to(device)  # (b, R)
         # the k rows of a group share one prompt: lay it down once, its k responses after it
-        rows_docs = rollout_documents(gen)
-        documents = [
-            Document(
-                rows_docs[g * k].prefix,
-                [d.continuations[0] for d in rows_docs[g * k : (g + 1) * k]],
-            )
-            for g in range(len(rows_docs) // k)
-        ]
+        documents = rollout_documents(gen, group_size=k)
 
         # 2. score
         with torch.no_grad():
