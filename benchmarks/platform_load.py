@@ -2,8 +2,9 @@
 on loopback, a kill -9 of the server in the middle, a restart, and the queue's invariants
 checked in the database afterwards.
 
-Each rater loops: ask for a task, submit a judgment with a fresh client key (asking for the
-next task in the same request). When the server dies mid-request the rater retries the same
+Each rater loops: ask for a task, think (``--think-ms``, exponentially distributed; none by
+default), submit a judgment with a fresh client key (asking for the next task in the same
+request). When the server dies mid-request the rater retries the same
 submission with the same key after the restart: idempotency must turn that into exactly one
 stored judgment. Afterwards:
 
@@ -169,7 +170,7 @@ def setup(url: str, raters: int, items: int, k: int) -> tuple[int, list[tuple[in
     return pid, people
 
 
-async def rater(port, pid, token, stop_at, stats, acked, rng):
+async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0):
     http = Http(port, token)
     task = None
     pending = None  # (assignment_id, body) of a submission whose answer we have not seen
@@ -205,6 +206,8 @@ async def rater(port, pid, token, stop_at, stats, acked, rng):
                     continue
                 task = data
             else:
+                if think_s > 0:  # reading the pair; exponential, so arrivals stay irregular
+                    await asyncio.sleep(rng.expovariate(1 / think_s))
                 choice = rng.choice(["A", "A", "B", "tie"])
                 body = {
                     "client_key": uuid.uuid4().hex,
@@ -220,12 +223,12 @@ async def rater(port, pid, token, stop_at, stats, acked, rng):
                 continue
 
 
-async def load(port, pid, people, seconds, stats, acked, seed):
+async def load(port, pid, people, seconds, stats, acked, seed, think_s=0.0):
     stop_at = time.perf_counter() + seconds
     rngs = [random.Random(seed + i) for i in range(len(people))]
     await asyncio.gather(
         *(
-            rater(port, pid, tok, stop_at, stats, acked, rng)
+            rater(port, pid, tok, stop_at, stats, acked, rng, think_s)
             for (_, tok), rng in zip(people, rngs, strict=True)
         )
     )
@@ -309,6 +312,13 @@ def main(argv=None) -> int:
         default=0.5,
         help="kill -9 the server at this fraction of the run, then restart (0: never)",
     )
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0,
+        help="mean time a rater spends on a pair between getting it and submitting (0: none, "
+        "every rater hammers the server; see docs/benchmarks.md for why latency needs a pause)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -375,11 +385,21 @@ def _run(args, url: str) -> int:
     acked: list[str] = []
     restart_s = None
     t_start = time.perf_counter()
+    client_cpu_at_start = time.process_time()
 
     async def run():
         nonlocal restart_s
         job = asyncio.create_task(
-            load(server.port, pid, people, args.seconds, stats, acked, args.seed)
+            load(
+                server.port,
+                pid,
+                people,
+                args.seconds,
+                stats,
+                acked,
+                args.seed,
+                args.think_ms / 1000,
+            )
         )
         if args.kill_at > 0:
             await asyncio.sleep(args.seconds * args.kill_at)
@@ -389,6 +409,7 @@ def _run(args, url: str) -> int:
 
     asyncio.run(run())
     elapsed = time.perf_counter() - t_start
+    client_cpu = time.process_time() - client_cpu_at_start
     server_cpu = server.cpu_seconds() - (cpu_at_start if args.kill_at == 0 else 0)
     server.stop()
     invariants = check(url, pid, args.k, acked)
@@ -402,6 +423,7 @@ def _run(args, url: str) -> int:
         "backend": backend,
         "workers": args.workers,
         "raters": args.raters,
+        "think_ms": args.think_ms,
         "seconds": round(elapsed, 2),
         "judgments": stats["created"],
         "judgments_per_s": round(stats["created"] / elapsed, 1),
@@ -426,6 +448,8 @@ def _run(args, url: str) -> int:
         "server_cpu_ms_per_judgment": round(server_cpu * 1000 / max(1, stats["created"]), 2)
         if args.kill_at == 0
         else None,
+        # the simulated raters share the machine: what they cost is not the server's to spend
+        "client_cpu_ms_per_judgment": round(client_cpu * 1000 / max(1, stats["created"]), 2),
         "cpus": os.cpu_count(),
     }
     summary = (

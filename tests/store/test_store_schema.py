@@ -1,3 +1,7 @@
+import os
+import sys
+import threading
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -5,6 +9,7 @@ from sqlalchemy import inspect
 
 from rlhfkit.errors import InputError
 from rlhfkit.store import make_engine, upgrade
+from rlhfkit.store.engine import writing
 from rlhfkit.store.schema import metadata
 
 
@@ -29,6 +34,52 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     full = make_engine(f"sqlite:///{tmp_path}/x.db?synchronous=full")
     with full.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_sqlite_writers_of_other_processes_queue_on_a_file_lock(tmp_path):
+    """A writer holds an flock beside the database for its whole transaction, so writers of
+    other processes wait in the kernel instead of sleeping in SQLite's busy handler."""
+    import fcntl
+
+    eng = make_engine(f"sqlite:///{tmp_path}/x.db")
+    upgrade(eng)
+    other = os.open(tmp_path / "x.db-writelock", os.O_RDWR)  # as another process would
+    try:
+        with writing(eng) as conn:
+            conn.exec_driver_sql("SELECT 1")
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once committed
+        entered = threading.Event()
+
+        def write():
+            with writing(eng):
+                entered.set()
+
+        waiter = threading.Thread(target=write)
+        waiter.start()
+        assert not entered.wait(0.3)  # held by "the other process"
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert entered.wait(5)
+        waiter.join()
+    finally:
+        os.close(other)
+    with pytest.raises(ValueError), writing(eng):  # released after an error too
+        raise ValueError
+    again = os.open(tmp_path / "x.db-writelock", os.O_RDWR)
+    try:
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(again)
+
+
+def test_in_memory_sqlite_needs_no_lock_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    eng = make_engine("sqlite://")
+    with writing(eng) as conn:
+        conn.exec_driver_sql("SELECT 1")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_default_url_comes_from_settings(tmp_path, monkeypatch):

@@ -3,7 +3,10 @@
 Every write that one click causes runs in one transaction opened by :func:`writing`. On SQLite
 that transaction starts with ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two
 writers never both read and then both try to upgrade) and writers of one process queue on a
-lock instead of spinning in SQLite's busy handler. On PostgreSQL queue queries use
+lock instead of spinning in SQLite's busy handler; writers of several processes (``serve
+--workers N``) queue on an advisory lock of a file beside the database, for the same reason:
+SQLite's busy handler sleeps and retries, so under load a waiting writer sleeps long after the
+lock is free. On PostgreSQL queue queries use
 ``FOR UPDATE SKIP LOCKED``.
 
 Example::
@@ -15,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,8 +30,49 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from rlhfkit.errors import InputError
 
-# One lock per SQLite engine: writers of one process take turns in order.
-_WRITE_LOCKS: dict[int, threading.Lock] = {}
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so processes fall back to SQLite's busy handler
+    fcntl = None
+
+
+class _WriteLock:
+    """The write lock of one SQLite engine.
+
+    Threads of this process queue on a thread lock. Other processes on the same file queue on
+    ``flock`` of ``<database>-writelock``: a waiter blocks in the kernel and wakes as soon as
+    the holder is done, and the kernel drops the lock of a process that dies (kill -9 included).
+    Without ``fcntl`` (Windows), or when the file cannot be opened, processes fall back to
+    SQLite's own busy handler, which is correct but slower under contention.
+    """
+
+    def __init__(self, database: str | None):
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+        if fcntl is not None and database and database != ":memory:":
+            try:
+                self._fd = os.open(f"{database}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                return
+            weakref.finalize(self, os.close, self._fd)
+
+    def acquire(self) -> None:
+        self._thread.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread.release()
+                raise
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
+
+
+# One lock per SQLite engine (see _WriteLock), gone with the engine.
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _WriteLock] = weakref.WeakKeyDictionary()
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -65,7 +111,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 20) -> Engine:
                 pool_size=pool_size,
             )
             _configure_sqlite(engine, str(synchronous).upper())
-            _WRITE_LOCKS[id(engine)] = threading.Lock()
+            _WRITE_LOCKS[engine] = _WriteLock(parsed.database)
             return engine
         if parsed.drivername == "postgresql+psycopg":
             return create_engine(parsed, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
@@ -95,7 +141,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed when the block ends, rolled back on any error."""
-    lock = _WRITE_LOCKS.get(id(engine))
+    lock = _WRITE_LOCKS.get(engine)
     if lock is not None:
         lock.acquire()
     try:

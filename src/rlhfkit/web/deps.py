@@ -19,7 +19,8 @@ Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/token")
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
+    # async: no I/O, so it need not take a trip through the thread pool on every request
     return request.app.state.engine
 
 

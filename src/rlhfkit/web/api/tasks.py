@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, Query, Response
 
 from rlhfkit.store import queue
@@ -14,7 +12,8 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 
 def task_public(task: queue.Task | None) -> TaskPublic | None:
-    return None if task is None else TaskPublic(**asdict(task))
+    # vars, not asdict: asdict deep-copies the conversation, and this runs on every submit
+    return None if task is None else TaskPublic(**vars(task))
 
 
 @router.post(
