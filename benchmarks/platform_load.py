@@ -170,7 +170,8 @@ def setup(url: str, raters: int, items: int, k: int) -> tuple[int, list[tuple[in
     return pid, people
 
 
-async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0):
+async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0, start_after=0.0):
+    await asyncio.sleep(start_after)
     http = Http(port, token)
     task = None
     pending = None  # (assignment_id, body) of a submission whose answer we have not seen
@@ -218,18 +219,20 @@ async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0):
                 task = None
         except ConnectionError:
             stats["retries"] += 1
-            await asyncio.sleep(0.05)  # the server is down; keep `pending` and try again
+            # The server is down: keep `pending` and try again after a jittered pause, as real
+            # clients do (all 200 reconnecting at once would pile onto one worker, see --ramp-s).
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
             if task is None and pending is None:
                 continue
 
 
-async def load(port, pid, people, seconds, stats, acked, seed, think_s=0.0):
+async def load(port, pid, people, seconds, stats, acked, seed, think_s=0.0, ramp_s=0.0):
     stop_at = time.perf_counter() + seconds
     rngs = [random.Random(seed + i) for i in range(len(people))]
     await asyncio.gather(
         *(
-            rater(port, pid, tok, stop_at, stats, acked, rng, think_s)
-            for (_, tok), rng in zip(people, rngs, strict=True)
+            rater(port, pid, tok, stop_at, stats, acked, rng, think_s, i * ramp_s / len(people))
+            for i, ((_, tok), rng) in enumerate(zip(people, rngs, strict=True))
         )
     )
 
@@ -319,6 +322,14 @@ def main(argv=None) -> int:
         help="mean time a rater spends on a pair between getting it and submitting (0: none, "
         "every rater hammers the server; see docs/benchmarks.md for why latency needs a pause)",
     )
+    ap.add_argument(
+        "--ramp-s",
+        type=float,
+        default=2.0,
+        help="raters arrive one by one over this many seconds. With several workers, 200 "
+        "connections opened at the same instant mostly land on one worker (it accepts a whole "
+        "backlog per wake-up) and stay there, since connections are kept alive",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -399,6 +410,7 @@ def _run(args, url: str) -> int:
                 acked,
                 args.seed,
                 args.think_ms / 1000,
+                args.ramp_s,
             )
         )
         if args.kill_at > 0:
@@ -424,6 +436,7 @@ def _run(args, url: str) -> int:
         "workers": args.workers,
         "raters": args.raters,
         "think_ms": args.think_ms,
+        "ramp_s": args.ramp_s,
         "seconds": round(elapsed, 2),
         "judgments": stats["created"],
         "judgments_per_s": round(stats["created"] / elapsed, 1),

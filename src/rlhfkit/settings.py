@@ -27,6 +27,14 @@ class Settings(BaseSettings):
         default="",
         description="Key that signs session cookies; a random one per process when empty.",
     )
+    db_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Threads per server process that run the API's hot path against the store"
+        " (token check, next task, submit); 0: 1 on SQLite, 8 on PostgreSQL. Writes take turns"
+        " anyway, and more threads only fight over Python's interpreter lock.",
+    )
     runs_dir: Path = Field(default=Path("runs"), description="Where run directories go.")
     chat_models: str = Field(
         default="",

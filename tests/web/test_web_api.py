@@ -201,3 +201,52 @@ def test_openapi_document(platform):
     assert "/api/v1/assignments/{assignment_id}/judgment" in doc["paths"]
     assert not any(p.startswith("/admin") or p.startswith("/rate") for p in doc["paths"])
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
+    """Token checks, next task and submit run in the app's store lane: at most
+    ``store_threads`` at once whatever the number of requests in flight."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from rlhfkit.store import users as store_users
+
+    sqlite = platform.engine.dialect.name == "sqlite"
+    assert platform.app.state.store_threads == (1 if sqlite else 8)
+    real, guard, running, peak = store_users.user_for_token, threading.Lock(), [0], [0]
+
+    def slow_lookup(engine, token):
+        with guard:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return real(engine, token)
+
+    monkeypatch.setattr(store_users, "user_for_token", slow_lookup)
+
+    async def burst(threads):
+        platform.app.state.store_threads, platform.app.state.store_lane = threads, None
+        peak[0] = 0
+        transport = httpx.ASGITransport(app=platform.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            calls = [client.get("/api/v1/me", headers=platform.raters[0]) for _ in range(6)]
+            return [r.status_code for r in await asyncio.gather(*calls)], peak[0]
+
+    assert asyncio.run(burst(1)) == ([200] * 6, 1)
+    assert asyncio.run(burst(3)) == ([200] * 6, 3)
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "1000"])
+def test_garbage_db_threads_setting_names_the_variable(monkeypatch, value):
+    from pydantic import ValidationError
+
+    from rlhfkit.settings import get_settings
+
+    monkeypatch.setenv("RLHFKIT_DB_THREADS", value)
+    with pytest.raises(ValidationError, match="db_threads"):
+        get_settings()

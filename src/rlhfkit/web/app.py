@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rlhfkit.errors import InputError
 from rlhfkit.settings import Settings, get_settings
 from rlhfkit.store import Conflict, Forbidden, NotFound, make_engine
-from rlhfkit.web import security
+from rlhfkit.web import deps, security
 from rlhfkit.web.api import admin as api_admin
 from rlhfkit.web.api import auth as api_auth
 from rlhfkit.web.api import openai as api_openai
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.engine = engine
+    app.state.store_threads = deps.store_threads(engine, settings.db_threads)
     app.state.models = ModelRegistry.from_setting(settings.runs_dir, settings.chat_models)
     app.state.sessions = security.Sessions(settings.secret_key or security.site_secret(engine))
     # Autoescape every template whatever its name: model and user text is untrusted.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from functools import partial
+
+from fastapi import APIRouter, Query, Request, Response
 
 from rlhfkit.store import queue
-from rlhfkit.web.deps import CurrentUser, EngineDep, Id
+from rlhfkit.web.deps import CurrentUser, EngineDep, Id, run_store
 from rlhfkit.web.schemas import JudgmentCreate, JudgmentPublic, SubmitResult, TaskPublic
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
@@ -21,27 +23,33 @@ def task_public(task: queue.Task | None) -> TaskPublic | None:
     response_model=TaskPublic,
     responses={204: {"description": "Nothing left for you in this project."}},
 )
-def next_task(project_id: Id, user: CurrentUser, engine: EngineDep):
+async def next_task(project_id: Id, user: CurrentUser, engine: EngineDep, request: Request):
     """Your open task in the project, or a new one. Issuing is a write, hence POST."""
-    task = queue.next_task(engine, project_id, user["id"])
+    task = await run_store(request, queue.next_task, engine, project_id, user["id"])
     if task is None:
         return Response(status_code=204)
     return task_public(task)
 
 
 @router.post("/assignments/{assignment_id}/judgment", response_model=SubmitResult)
-def submit(
+async def submit(
     assignment_id: Id,
     body: JudgmentCreate,
     user: CurrentUser,
     engine: EngineDep,
+    request: Request,
     response: Response,
     next: bool = Query(False, description="Also issue and return the next task."),
 ) -> SubmitResult:
     """Record a judgment. The same ``client_key`` again returns the first result (200)."""
     data = queue.JudgmentInput(**body.model_dump())
-    judgment, created, following = queue.submit_and_next(
-        engine, assignment_id, user["id"], data, then_next=next
+    judgment, created, following = await run_store(
+        request,
+        partial(queue.submit_and_next, then_next=next),
+        engine,
+        assignment_id,
+        user["id"],
+        data,
     )
     response.status_code = 201 if created else 200
     return SubmitResult(
