@@ -37,6 +37,14 @@ class Generation:
     texts: list[str]
     """Decoded responses without special tokens."""
 
+    def rows(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt and response side by side: ``(ids, attention_mask)``, each ``(batch,
+        prompt_len + resp_len)``, as a reward model or :func:`~rlhfkit.models.pack_rows` takes
+        them."""
+        ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
+        attn = torch.cat([self.prompt_mask, self.response_mask.long()], dim=1)
+        return ids.to(device), attn.to(device)
+
 
 @torch.no_grad()
 def generate(

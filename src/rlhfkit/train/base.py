@@ -368,11 +368,9 @@ def frozen_reward_model(reward: str, policy_tokenizer, device):
 @torch.no_grad()
 def raw_scores(reward_model, gen, device) -> torch.Tensor:
     """Head-0 raw scores ``(b,)`` of a :class:`~rlhfkit.models.Generation` (prompt + reply)."""
-    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)
-    attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
     from rlhfkit.models.packing import pack_rows
 
-    return reward_model(pack_rows(ids, attn))[:, 0]  # (b,), no padding computed
+    return reward_model(pack_rows(*gen.rows(device)))[:, 0]  # (b,), no padding computed
 
 
 def prepare(accelerator, model, optimizer, scheduler):

@@ -220,9 +220,7 @@ def value_model_init(reward: RewardFunction, value_init: str | None, policy: str
 @torch.no_grad()
 def rollout_raw(reward: RewardFunction, prompts, gen, device) -> torch.Tensor:
     """Raw scores ``(b,)`` of a :class:`~rlhfkit.models.Generation` of ``prompts``."""
-    ids = torch.cat([gen.prompt_ids, gen.response_ids], dim=1).to(device)  # (b, P+R)
-    attn = torch.cat([gen.prompt_mask, gen.response_mask.long()], dim=1).to(device)
-    return reward.raw(prompts, gen.texts, ids, attn)
+    return reward.raw(prompts, gen.texts, *gen.rows(device))
 
 
 def fit_normalization(reward: RewardFunction, policy, prompts, n_samples: int, cfg, device):
