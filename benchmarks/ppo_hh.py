@@ -78,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="score for replies cut at --max-new-tokens (default: keep the reward model's)",
     )
+    parser.add_argument("--num-minibatches", type=int, default=1)
+    parser.add_argument(
+        "--value-freeze-layers",
+        type=int,
+        default=0,
+        help="freeze the value model's bottom N blocks (make bench-reward trains its reward "
+        "model, where the value model starts, with 18 frozen)",
+    )
     parser.add_argument("--eval-samples", type=int, default=48)
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         max_prompt_length=args.max_prompt_length,
         lr=args.lr,
         ppo_epochs=args.ppo_epochs,
+        num_minibatches=args.num_minibatches,
+        value_freeze_layers=args.value_freeze_layers,
         kl_coef=args.kl_coef,
         missing_eos_penalty=args.missing_eos_penalty,
         mixed_precision=args.mixed_precision,
