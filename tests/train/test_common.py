@@ -385,3 +385,40 @@ def test_length_batches_cap_items_and_padded_tokens_and_cover_everything():
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 2048
     assert length_batches([], 4) == []
     assert length_batches([9000], 4, max_tokens=100) == [[0]]  # too long alone: still scored
+
+
+def test_score_in_shares_scores_every_item_once_in_item_order(monkeypatch):
+    """Two processes each score their share (in length order, in chunks); after the gather
+    every item's row stands at its own index, and the model is back in training mode."""
+    import accelerate.utils
+
+    from rlhfkit.train.base import score_in_shares
+
+    class Accel:
+        def __init__(self, index):
+            self.process_index, self.num_processes, self.device = index, 2, "cpu"
+
+    lengths = [5, 1, 4, 2, 3, 6, 0]
+    model = torch.nn.Linear(1, 1)
+    seen: list[list[int]] = []
+
+    def score(idx):
+        assert not model.training
+        seen.append(idx)
+        return torch.tensor([[i, 10.0 * i] for i in idx])
+
+    other: list = []
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda rows: other.extend(rows) or rows)
+    score_in_shares(model, len(lengths), lengths.__getitem__, score, Accel(1), chunk=2)
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda rows: rows + other)
+    out = score_in_shares(model, len(lengths), lengths.__getitem__, score, Accel(0), chunk=2)
+    assert model.training
+    assert out.dtype == torch.float32
+    assert out.tolist() == [[i, 10.0 * i] for i in range(len(lengths))]
+    # process 1 ran first: every other item in length order, two at a time; then process 0
+    by_length = sorted(range(len(lengths)), key=lengths.__getitem__)
+
+    def chunks(share):
+        return [share[k : k + 2] for k in range(0, len(share), 2)]
+
+    assert seen == chunks(by_length[1::2]) + chunks(by_length[0::2])

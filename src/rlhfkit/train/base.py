@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,6 +372,36 @@ def raw_scores(reward_model, gen, device) -> torch.Tensor:
     from rlhfkit.models.packing import pack_rows
 
     return reward_model(pack_rows(*gen.rows(device)))[:, 0]  # (b,), no padding computed
+
+
+@torch.no_grad()
+def score_in_shares(
+    model,
+    n: int,
+    length: Callable[[int], int],
+    score: Callable[[list[int]], torch.Tensor],
+    accelerator,
+    chunk: int,
+) -> torch.Tensor:
+    """``score(indices)`` (a tensor with one row per index) for items ``0..n-1`` in eval mode,
+    each process scoring a share of them in length order (so chunks pad little), gathered so
+    every process holds all ``n`` rows, in item order. Reference passes (DPO, KTO) use it."""
+    from accelerate.utils import gather_object
+
+    was = model.training
+    model.eval()
+    order = sorted(range(n), key=length)
+    mine = order[accelerator.process_index :: accelerator.num_processes]
+    rows: list[tuple[int, list[float] | float]] = []
+    for start in range(0, len(mine), chunk):
+        idx = mine[start : start + chunk]
+        rows.extend(zip(idx, score(idx).double().tolist(), strict=True))
+    model.train(was)
+    if accelerator.num_processes > 1:
+        rows = gather_object(rows)
+    return torch.tensor(
+        [v for _, v in sorted(rows, key=lambda r: r[0])], dtype=torch.float64
+    ).float()
 
 
 def prepare(accelerator, model, optimizer, scheduler):

@@ -43,6 +43,7 @@ from rlhfkit.train.base import (
     make_accelerator,
     make_optimizer,
     prepare,
+    score_in_shares,
     total_steps,
 )
 from rlhfkit.train.common import seed_everything
@@ -132,29 +133,14 @@ def pair_logps(model, pairs: list[EncodedPair], pad_id: int, device, ipo: bool):
 def reference_logps(
     model, pairs: list[EncodedPair], pad_id: int, accelerator, ipo: bool, chunk: int = 8
 ) -> torch.Tensor:
-    """(n, 2) chosen/rejected log-probs of every pair under ``model`` (the starting policy).
+    """(n, 2) chosen/rejected log-probs of every pair under ``model`` (the starting policy),
+    each process scoring a share, gathered so every process holds all of them."""
 
-    Each process scores a share of the pairs (in length order, so chunks pad little); the
-    shares are gathered so every process holds all of them.
-    """
-    from accelerate.utils import gather_object
-
-    was = model.training
-    model.eval()
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i]))
-    mine = order[accelerator.process_index :: accelerator.num_processes]
-    rows: list[tuple[int, float, float]] = []
-    for start in range(0, len(mine), chunk):
-        idx = mine[start : start + chunk]
+    def score(idx: list[int]) -> torch.Tensor:
         c, r = pair_logps(model, [pairs[i] for i in idx], pad_id, accelerator.device, ipo)
-        rows.extend(zip(idx, c.tolist(), r.tolist(), strict=True))
-    model.train(was)
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
-    out = torch.zeros((len(pairs), 2), dtype=torch.float64)
-    for i, c, r in rows:
-        out[i, 0], out[i, 1] = c, r
-    return out.float()
+        return torch.stack([c, r], dim=-1)
+
+    return score_in_shares(model, len(pairs), lambda i: len(pairs[i]), score, accelerator, chunk)
 
 
 @torch.no_grad()

@@ -49,6 +49,7 @@ from rlhfkit.train.base import (
     make_accelerator,
     make_optimizer,
     prepare,
+    score_in_shares,
     total_steps,
 )
 from rlhfkit.train.common import seed_everything
@@ -165,30 +166,17 @@ def _logps(model, encoded, pad_id, device) -> torch.Tensor:
     ]
 
 
-@torch.no_grad()
 def reference_logps(
     model, encoded: list, pad_id: int, accelerator, chunk: int = 16
 ) -> torch.Tensor:
-    """(n,) response log-probs under ``model`` (the starting policy), computed in shares per
-    process (length order) and gathered so every process holds all of them."""
-    from accelerate.utils import gather_object
+    """(n,) response log-probs under ``model`` (the starting policy), each process scoring a
+    share, gathered so every process holds all of them."""
 
-    was = model.training
-    model.eval()
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    mine = order[accelerator.process_index :: accelerator.num_processes]
-    rows: list[tuple[int, float]] = []
-    for start in range(0, len(mine), chunk):
-        idx = mine[start : start + chunk]
-        logps = _logps(model, [encoded[i] for i in idx], pad_id, accelerator.device)
-        rows.extend(zip(idx, logps.tolist(), strict=True))
-    model.train(was)
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
-    out = torch.zeros(len(encoded), dtype=torch.float64)
-    for i, v in rows:
-        out[i] = v
-    return out.float()
+    def score(idx: list[int]) -> torch.Tensor:
+        return _logps(model, [encoded[i] for i in idx], pad_id, accelerator.device)
+
+    n = len(encoded)
+    return score_in_shares(model, n, lambda i: len(encoded[i][0]), score, accelerator, chunk)
 
 
 def reward_auc(rewards: torch.Tensor, labels: torch.Tensor) -> float:
