@@ -9,6 +9,8 @@ count, so one process and two processes give the same gradients.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import random
 from collections.abc import Callable
@@ -319,6 +321,49 @@ class SelectiveLM(torch.nn.Module):
             position_ids=position_ids_from_attention_mask(attention_mask),
         ).last_hidden_state  # (batch, seq, hidden)
         return self.lm.get_output_embeddings()(hidden[select])  # (n_selected, vocab)
+
+
+class Reference:
+    """The reference policy of an RL run: a frozen copy of the starting weights, or, under
+    LoRA, the trained model itself with its adapters disabled (no second copy in memory).
+
+    Example::
+
+        lm, reference = trainable_with_reference(policy.model, cfg, device)
+        ...                                   # wrap lm, accelerator.prepare, unwrap
+        reference.bind(inner_lm)              # the trained model, unwrapped
+        ref_logits = reference(packed_batch)  # no gradient
+    """
+
+    def __init__(self, frozen: torch.nn.Module | None):
+        self.frozen = frozen
+        self._lm: SelectiveLM | None = None
+        self._ctx: Callable = contextlib.nullcontext
+
+    def bind(self, trained_lm: torch.nn.Module) -> None:
+        """Name the trained model (after ``accelerator.prepare``, unwrapped)."""
+        self._lm = SelectiveLM(self.frozen if self.frozen is not None else trained_lm)
+        if self.frozen is None:
+            self._ctx = trained_lm.disable_adapter
+
+    @torch.no_grad()
+    def __call__(self, batch, **kwargs) -> torch.Tensor:
+        if self._lm is None:
+            raise RuntimeError("Reference.bind(trained_lm) first")
+        with self._ctx():
+            return self._lm(batch, **kwargs)
+
+
+def trainable_with_reference(lm: torch.nn.Module, cfg: TrainConfig, device):
+    """``(trainable, reference)``: ``lm`` without dropout (LoRA-wrapped under ``--lora``) and
+    its :class:`Reference`, a frozen copy of the starting weights unless under LoRA."""
+    disable_dropout(lm)
+    if cfg.lora:
+        return apply_lora(lm, cfg), Reference(None)
+    frozen = copy.deepcopy(lm).eval().to(device)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return lm, Reference(frozen)
 
 
 def unwrap(accelerator, model):

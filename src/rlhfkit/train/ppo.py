@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from contextlib import nullcontext
@@ -33,9 +32,9 @@ from rlhfkit.models import Policy, generate, load_policy
 from rlhfkit.models.heads import ValueModel
 from rlhfkit.models.packing import Document, Packed, pack
 from rlhfkit.train.base import (
+    Reference,
     RolloutConfig,
     SelectiveLM,
-    apply_lora,
     derive_batches,
     disable_dropout,
     freeze_bottom,
@@ -43,6 +42,7 @@ from rlhfkit.train.base import (
     make_optimizer,
     prepare,
     read_prompts,
+    trainable_with_reference,
 )
 from rlhfkit.train.common import (
     AdaptiveKLController,
@@ -172,15 +172,7 @@ def train(cfg: Config) -> Path:
 
     # models: reference = frozen copy (or the policy with adapters disabled under LoRA);
     # value model initialised from the reward model (checklist point 10) or --value-init
-    lm = policy.model
-    disable_dropout(lm)
-    ref = None
-    if cfg.lora:
-        lm = apply_lora(lm, cfg)
-    else:
-        ref = copy.deepcopy(lm).eval().to(device)
-        for p in ref.parameters():
-            p.requires_grad_(False)
+    lm, reference = trainable_with_reference(policy.model, cfg, device)
     value_body = value_model_init(reward, cfg.value_init, cfg.policy)
     freeze_bottom(value_body, cfg.value_freeze_layers, flag="--value-freeze-layers")
     disable_dropout(value_body)
@@ -195,8 +187,7 @@ def train(cfg: Config) -> Path:
     )
     inner = accelerator.unwrap_model(model)
     gen_policy = Policy(inner.policy.lm, tok, cfg.policy)
-    ref_policy_ctx = (lambda: inner.policy.lm.disable_adapter()) if cfg.lora else nullcontext
-    ref_lm = ref if ref is not None else inner.policy.lm
+    reference.bind(inner.policy.lm)
 
     # resume, or reward normalisation on the starting policy's own responses (checklist 7)
     start, state, evaluation = begin_rl_run(
@@ -222,9 +213,7 @@ def train(cfg: Config) -> Path:
             max_prompt_tokens=cfg.max_prompt_length,
             seed=cfg.seed * 1_000_003 + step * 101 + accelerator.process_index,
         )
-        ro = make_rollout(
-            gen, mine, model, ref_lm, ref_policy_ctx, reward, cfg, device, micro, tok.pad_token_id
-        )
+        ro = make_rollout(gen, mine, model, reference, reward, cfg, device, micro, tok.pad_token_id)
 
         # 4. rewards with the KL penalty, 5. advantages
         rewards, kl = per_token_kl_rewards(
@@ -303,8 +292,7 @@ def make_rollout(
     gen,
     prompts,
     model,
-    ref_lm,
-    ref_ctx,
+    reference: Reference,
     reward: RewardFunction,
     cfg: Config,
     device,
@@ -328,8 +316,7 @@ def make_rollout(
             token_logprobs(logits, batch.targets, cfg.temperature), response_mask[sl]
         )
         values[sl] = scatter_response(v, response_mask[sl])
-        with ref_ctx():
-            ref_logits = SelectiveLM(ref_lm)(batch)
+        ref_logits = reference(batch)
         ref_logprobs[sl] = scatter_response(
             token_logprobs(ref_logits, batch.targets, cfg.temperature), response_mask[sl]
         )

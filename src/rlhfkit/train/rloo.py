@@ -28,7 +28,6 @@ One step, read top to bottom:
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from contextlib import nullcontext
@@ -43,13 +42,12 @@ from rlhfkit.models.packing import pack
 from rlhfkit.train.base import (
     RolloutConfig,
     SelectiveLM,
-    apply_lora,
     derive_batches,
-    disable_dropout,
     make_accelerator,
     make_optimizer,
     prepare,
     read_prompts,
+    trainable_with_reference,
 )
 from rlhfkit.train.common import (
     entropy_from_logits,
@@ -134,23 +132,14 @@ def train(cfg: Config) -> Path:
     reward = load_reward(cfg.reward, tok, device)
 
     # models: reference = frozen copy (or the policy with adapters disabled under LoRA)
-    lm = policy.model
-    disable_dropout(lm)
-    ref = None
-    if cfg.lora:
-        lm = apply_lora(lm, cfg)
-    else:
-        ref = copy.deepcopy(lm).eval().to(device)
-        for p in ref.parameters():
-            p.requires_grad_(False)
+    lm, reference = trainable_with_reference(policy.model, cfg, device)
     lm.train()
     model = SelectiveLM(lm)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.max_steps)
     model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
     gen_policy = Policy(inner.lm, tok, cfg.policy)
-    ref_ctx = (lambda: inner.lm.disable_adapter()) if cfg.lora else nullcontext
-    ref_lm = SelectiveLM(ref if ref is not None else inner.lm)
+    reference.bind(inner.lm)
 
     start, _, evaluation = begin_rl_run(
         "rloo", cfg, run, accelerator, reward, gen_policy, prompts, device
@@ -194,9 +183,8 @@ def train(cfg: Config) -> Path:
             batch = pack(documents[groups], tok.pad_token_id).to(device)
             m_mask = mask[rows]  # (m, R)
             # 3. reference log-probs
-            with torch.no_grad(), ref_ctx():
-                ref_logits = ref_lm(batch)  # (n_valid, vocab)
-                ref_logps = logprobs_from_logits(ref_logits, batch.targets, cfg.temperature)
+            ref_logits = reference(batch)  # (n_valid, vocab), no gradient
+            ref_logps = logprobs_from_logits(ref_logits, batch.targets, cfg.temperature)
             last = start_row + micro >= batches.per_process
             with accelerator.no_sync(model) if not last else nullcontext():
                 logits = model(batch)  # (n_valid, vocab)
