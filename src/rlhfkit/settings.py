@@ -30,10 +30,11 @@ class Settings(BaseSettings):
     db_threads: int = Field(
         default=0,
         ge=0,
-        le=256,
-        description="Threads per server process that run the API's hot path against the store"
-        " (token check, next task, submit); 0: 1 on SQLite, 8 on PostgreSQL. Writes take turns"
-        " anyway, and more threads only fight over Python's interpreter lock.",
+        le=20,
+        description="Per server process, how many of the API's hot-path calls (token check,"
+        " next task, submit) may use the store at once; 0: 1 on SQLite, 8 on PostgreSQL. At"
+        " most 20, the connection pool's size. SQLite writes take turns anyway, and more"
+        " threads only fight over Python's interpreter lock.",
     )
     runs_dir: Path = Field(default=Path("runs"), description="Where run directories go.")
     chat_models: str = Field(

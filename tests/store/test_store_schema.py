@@ -44,7 +44,7 @@ def test_sqlite_writers_of_other_processes_queue_on_a_file_lock(tmp_path):
 
     eng = make_engine(f"sqlite:///{tmp_path}/x.db")
     upgrade(eng)
-    other = os.open(tmp_path / "x.db-writelock", os.O_RDWR)  # as another process would
+    other = os.open(tmp_path / "x.db-writelock", os.O_RDWR | os.O_CREAT)  # as another process
     try:
         with writing(eng) as conn:
             conn.exec_driver_sql("SELECT 1")

@@ -422,3 +422,29 @@ def test_score_in_shares_scores_every_item_once_in_item_order(monkeypatch):
         return [share[k : k + 2] for k in range(0, len(share), 2)]
 
     assert seen == chunks(by_length[1::2]) + chunks(by_length[0::2])
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_reference_keeps_the_starting_policy_while_the_trained_one_moves(lora):
+    """The RL reference answers with the starting weights: a frozen copy, or under LoRA the
+    trained model with its adapters disabled."""
+    from rlhfkit.models import load_policy
+    from rlhfkit.models.packing import Document, pack
+    from rlhfkit.train.base import SelectiveLM, TrainConfig, trainable_with_reference
+
+    policy = load_policy("tiny", seed=0)
+    batch = pack([Document([5, 6, 7], [[8, 9, 10, 11]]), Document([5], [[12, 13]])], 0)
+    start = SelectiveLM(policy.model)(batch).detach()
+    lm, reference = trainable_with_reference(policy.model, TrainConfig(lora=lora), "cpu")
+    with pytest.raises(RuntimeError, match="bind"):
+        reference(batch)
+    reference.bind(lm)
+    with torch.no_grad():  # what training would do: move every trainable weight
+        for p in lm.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    assert not torch.allclose(SelectiveLM(lm)(batch), start, atol=1e-4)
+    ref_logits = reference(batch)
+    assert not ref_logits.requires_grad
+    torch.testing.assert_close(ref_logits, start)
+    assert any(p.requires_grad for p in lm.parameters())

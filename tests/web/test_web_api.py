@@ -204,44 +204,61 @@ def test_openapi_document(platform):
 
 
 def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
-    """Token checks, next task and submit run in the app's store lane: at most
-    ``store_threads`` at once whatever the number of requests in flight."""
+    """Token checks and next task / submit use the store at most ``store_threads`` at a time,
+    whatever the number of requests in flight."""
     import asyncio
     import threading
     import time
 
     import httpx
 
+    from rlhfkit.store import queue
     from rlhfkit.store import users as store_users
 
     sqlite = platform.engine.dialect.name == "sqlite"
     assert platform.app.state.store_threads == (1 if sqlite else 8)
-    real, guard, running, peak = store_users.user_for_token, threading.Lock(), [0], [0]
+    pid = platform.project(
+        [{"prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(4)]
+    )
+    guard, running, peak = threading.Lock(), [0], [0]
 
-    def slow_lookup(engine, token):
-        with guard:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with guard:
-            running[0] -= 1
-        return real(engine, token)
+    def counted(real):
+        def wrapper(*args, **kwargs):
+            with guard:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with guard:
+                running[0] -= 1
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(store_users, "user_for_token", slow_lookup)
+        return wrapper
 
-    async def burst(threads):
-        platform.app.state.store_threads, platform.app.state.store_lane = threads, None
+    async def burst(threads, path):
+        platform.app.state.store_threads = threads
         peak[0] = 0
         transport = httpx.ASGITransport(app=platform.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            calls = [client.get("/api/v1/me", headers=platform.raters[0]) for _ in range(6)]
+            calls = [
+                client.post(path, headers=platform.raters[i % 2])
+                if "tasks" in path
+                else client.get(path, headers=platform.raters[0])
+                for i in range(6)
+            ]
             return [r.status_code for r in await asyncio.gather(*calls)], peak[0]
 
-    assert asyncio.run(burst(1)) == ([200] * 6, 1)
-    assert asyncio.run(burst(3)) == ([200] * 6, 3)
+    monkeypatch.setattr(store_users, "user_for_token", counted(store_users.user_for_token))
+    assert asyncio.run(burst(1, "/api/v1/me")) == ([200] * 6, 1)
+    assert asyncio.run(burst(3, "/api/v1/me")) == ([200] * 6, 3)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(queue, "next_task", counted(queue.next_task))
+    assert asyncio.run(burst(1, f"/api/v1/projects/{pid}/tasks/next")) == ([200] * 6, 1)
+    assert asyncio.run(burst(2, f"/api/v1/projects/{pid}/tasks/next")) == ([200] * 6, 2)
+    monkeypatch.undo()
 
 
-@pytest.mark.parametrize("value", ["-1", "lots", "1000"])
+@pytest.mark.parametrize("value", ["-1", "lots", "21"])
 def test_garbage_db_threads_setting_names_the_variable(monkeypatch, value):
     from pydantic import ValidationError
 

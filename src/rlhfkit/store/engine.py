@@ -36,39 +36,68 @@ except ImportError:  # Windows: no flock, so processes fall back to SQLite's bus
     fcntl = None
 
 
+def _close_fd(holder: dict) -> None:
+    if holder.get("fd") is not None:
+        os.close(holder.pop("fd"))
+
+
 class _WriteLock:
     """The write lock of one SQLite engine.
 
     Threads of this process queue on a thread lock. Other processes on the same file queue on
     ``flock`` of ``<database>-writelock``: a waiter blocks in the kernel and wakes as soon as
-    the holder is done, and the kernel drops the lock of a process that dies (kill -9 included).
-    Without ``fcntl`` (Windows), or when the file cannot be opened, processes fall back to
-    SQLite's own busy handler, which is correct but slower under contention.
+    the lock is free (SQLite's busy handler sleeps ever longer, up to 100 ms), and the kernel
+    drops the lock of a process that dies (kill -9 included). There is no time limit: a writer
+    waits as long as another process holds the lock, which it does only inside a write
+    transaction; a stopped (SIGSTOP) holder stalls writers, where SQLite alone would fail them
+    after its 30 s busy timeout. Polling with a deadline instead cost a quarter of the
+    throughput with two workers, each poll fighting for the interpreter lock. Without
+    ``fcntl`` (Windows), for in-memory or URI databases, or when the file cannot be opened,
+    processes fall back to SQLite's own busy handler: correct, slower under contention.
     """
 
     def __init__(self, database: str | None):
         self._thread = threading.Lock()
-        self._fd: int | None = None
-        if fcntl is not None and database and database != ":memory:":
+        self._path: str | None = None
+        self._fd: dict = {}  # {"fd": n, "pid": owner}; a dict so the finalizer sees reopens
+        if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
+            return
+        self._path = os.path.abspath(f"{database}-writelock")
+        weakref.finalize(self, _close_fd, self._fd)
+
+    def _descriptor(self) -> int | None:
+        """This process's descriptor of the lock file (a forked child opens its own: an
+        inherited one shares the parent's lock)."""
+        if self._fd.get("pid") != os.getpid():
+            if self._fd.get("fd") is not None:
+                os.close(self._fd.pop("fd"))
             try:
-                self._fd = os.open(f"{database}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+                self._fd["fd"] = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError:
-                return
-            weakref.finalize(self, os.close, self._fd)
+                self._path = None  # cannot lock across processes: SQLite's busy handler
+                return None
+            self._fd["pid"] = os.getpid()
+        return self._fd["fd"]
+
+    def _flock(self) -> None:
+        fd = self._descriptor() if self._path else None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
     def acquire(self) -> None:
         self._thread.acquire()
-        if self._fd is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            except BaseException:
-                self._thread.release()
-                raise
+        try:
+            self._flock()
+        except BaseException:
+            self._thread.release()
+            raise
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._thread.release()
+        try:
+            if self._path and self._fd.get("pid") == os.getpid():
+                fcntl.flock(self._fd["fd"], fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
 
 
 # One lock per SQLite engine (see _WriteLock), gone with the engine.

@@ -140,7 +140,8 @@ def reference_logps(
         c, r = pair_logps(model, [pairs[i] for i in idx], pad_id, accelerator.device, ipo)
         return torch.stack([c, r], dim=-1)
 
-    return score_in_shares(model, len(pairs), lambda i: len(pairs[i]), score, accelerator, chunk)
+    out = score_in_shares(model, len(pairs), lambda i: len(pairs[i]), score, accelerator, chunk)
+    return out.reshape(len(pairs), 2)
 
 
 @torch.no_grad()

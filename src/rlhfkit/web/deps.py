@@ -36,17 +36,23 @@ T = TypeVar("T")
 
 
 def store_threads(engine: Engine, configured: int = 0) -> int:
-    """How many threads run the hot path's store work (``RLHFKIT_DB_THREADS``, 0: by backend)."""
+    """Calls at once in the store lane (``RLHFKIT_DB_THREADS``; 0: 1 on SQLite, 8 on
+    PostgreSQL)."""
     return configured or (1 if is_sqlite(engine) else 8)
 
 
 async def run_store(request: Request, fn: Callable[..., T], /, *args: Any) -> T:
-    """Run blocking store work of the API's hot path in the app's store lane: a few threads of
-    its own (one on SQLite) instead of the shared pool of 40. SQLite writes take turns under
-    one lock anyway, so forty threads only fight over the interpreter lock while the writer
-    waits for it: with the lane a judgment costs about a third less server CPU and two workers
-    double the throughput (docs/platform.md). Slow endpoints (model generation, exports) stay
-    in the shared pool, so they cannot hold up the lane."""
+    """Run blocking store work of the API's hot path (the token check of every request, next
+    task, submit) in the app's store lane: a limiter of its own over the worker threads, one
+    call at a time on SQLite, instead of the shared limit of 40.
+
+    SQLite writes take turns under one lock anyway, so forty threads only fight over the
+    interpreter lock while the writer waits for it: with the lane a judgment costs about a
+    third less server CPU and two workers double the throughput (docs/platform.md). The price:
+    while the lane's call waits for the write lock (held by a large import, or another
+    process), this worker's token checks wait too. A second lane for the token checks removed
+    that wait but cost a quarter of the throughput (one more thread fighting for the
+    interpreter lock), so it is not used."""
     state = request.app.state
     loop = asyncio.get_running_loop()
     lane = getattr(state, "store_lane", None)
