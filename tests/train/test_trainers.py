@@ -250,6 +250,10 @@ def test_ppo_first_ratio_is_exactly_one_and_policy_moves(tmp_path, data):
         replies = evaluation[when]["replies"]
         assert len(replies) == 4 and all(isinstance(r, str) for r in replies)
         assert [s["reply"] for s in evaluation[when]["samples"]] == [r[:300] for r in replies[:3]]
+        # ... with its own score, so before and after can be compared reply by reply
+        scores = evaluation[when]["scores"]
+        assert len(scores) == 4 and len(evaluation[when]["has_eos"]) == 4
+        assert sum(scores) / 4 == pytest.approx(evaluation[when]["reward"], abs=1e-3)
     # the tiny policy never emits EOS in 8 tokens: every score is the missing-EOS penalty ...
     assert [r["response/eos_share"] for r in rows] == [0.0, 0.0]
     assert [r["objective/scores"] for r in rows] == [-1.0, -1.0]

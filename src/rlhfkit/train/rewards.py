@@ -273,6 +273,9 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
             for p, t in zip(prompts[:3], gen.texts[:3], strict=False)
         ],
         "replies": list(gen.texts),
+        # per reply, in prompt order: before and after can then be compared pair by pair
+        "scores": [round(x, 4) for x in scores.tolist()],
+        "has_eos": [bool(x) for x in gen.has_eos.tolist()],
     }
 
 
