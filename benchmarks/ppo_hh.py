@@ -40,6 +40,25 @@ def split_prompts(data: Path, out: Path, n_eval: int) -> tuple[Path, Path, int]:
     return train_path, held_path, len(train)
 
 
+def paired(before: dict | None, after: dict | None) -> dict | None:
+    """Before against after, reply by reply on the same held-out prompts: mean difference of
+    the normalised reward, its paired t, and how many replies got better or worse."""
+    if not before or not after or "scores" not in before or "scores" not in after:
+        return None
+    diffs = [a - b for a, b in zip(after["scores"], before["scores"], strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return {
+        "n": n,
+        "mean_diff": round(mean, 4),
+        "sd_diff": round(sd, 4),
+        "t": round(mean / (sd / n**0.5), 3) if sd > 0 else None,
+        "better": sum(d > 0 for d in diffs),
+        "worse": sum(d < 0 for d in diffs),
+    }
+
+
 def plot(metrics: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return round(sum(values) / len(values), 4) if values else None
 
     result = {
+        "heldout_paired": paired(evaluation.get("before"), evaluation.get("after")),
         "heldout_before": evaluation.get("before"),
         "heldout_after": evaluation.get("after"),
         "train_reward_first_fifth": mean(first, "objective/scores"),

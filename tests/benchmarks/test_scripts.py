@@ -37,6 +37,16 @@ def test_ppo_benchmark_fast_mode_splits_prompts_like_the_reward_benchmark(tmp_pa
     result = json.loads((out / "bench.json").read_text())
     assert result["steps"] == 3
     assert result["heldout_before"]["n"] == result["heldout_after"]["n"] == 8
+    pair = result["heldout_paired"]  # reply by reply, the same 8 prompts before and after
+    diffs = [
+        a - b
+        for a, b in zip(
+            result["heldout_after"]["scores"], result["heldout_before"]["scores"], strict=True
+        )
+    ]
+    assert pair["n"] == 8 and pair["better"] + pair["worse"] <= 8
+    assert pair["mean_diff"] == pytest.approx(sum(diffs) / 8, abs=1e-3)
+    assert pair["better"] == sum(d > 0 for d in diffs)
     assert (out / "curves.png").stat().st_size > 1000
     from rlhfkit.data import read_preferences
     from rlhfkit.train.base import read_prompts
