@@ -37,6 +37,16 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -317,14 +327,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--think-ms",
-        type=float,
+        type=_nonnegative,
         default=0,
         help="mean time a rater spends on a pair between getting it and submitting (0: none, "
         "every rater hammers the server; see docs/benchmarks.md for why latency needs a pause)",
     )
     ap.add_argument(
         "--ramp-s",
-        type=float,
+        type=_nonnegative,
         default=2.0,
         help="raters arrive one by one over this many seconds. With several workers, 200 "
         "connections opened at the same instant mostly land on one worker (it accepts a whole "

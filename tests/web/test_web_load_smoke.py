@@ -35,3 +35,16 @@ def test_platform_load_survives_a_kill_9(tmp_path):
     assert result["acknowledged"] <= result["stored"]
     for key in ("judgments_per_s", "p50_ms", "p99_ms"):
         assert result[key] > 0
+
+
+def test_platform_load_refuses_garbage_pacing_flags():
+
+    for flag, value in [("--think-ms", "-5"), ("--ramp-s", "soon"), ("--ramp-s", "nan")]:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "platform_load.py"), flag, value],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (flag, value, proc.stderr)
+        assert flag in proc.stderr and value in proc.stderr

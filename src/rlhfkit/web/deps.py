@@ -41,7 +41,7 @@ def store_threads(engine: Engine, configured: int = 0) -> int:
     return configured or (1 if is_sqlite(engine) else 8)
 
 
-async def run_store(request: Request, fn: Callable[..., T], /, *args: Any) -> T:
+async def run_store(request: Request, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run blocking store work of the API's hot path (the token check of every request, next
     task, submit) in the app's store lane: a limiter of its own over the worker threads, one
     call at a time on SQLite, instead of the shared limit of 40.
@@ -59,7 +59,7 @@ async def run_store(request: Request, fn: Callable[..., T], /, *args: Any) -> T:
     if lane is None or lane[0] is not loop:  # one per event loop (tests run several)
         lane = (loop, anyio.CapacityLimiter(state.store_threads))
         state.store_lane = lane
-    return await anyio.to_thread.run_sync(partial(fn, *args), limiter=lane[1])
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=lane[1])
 
 
 async def api_user(

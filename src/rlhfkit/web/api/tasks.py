@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import APIRouter, Query, Request, Response
 
 from rlhfkit.store import queue
@@ -44,12 +42,7 @@ async def submit(
     """Record a judgment. The same ``client_key`` again returns the first result (200)."""
     data = queue.JudgmentInput(**body.model_dump())
     judgment, created, following = await run_store(
-        request,
-        partial(queue.submit_and_next, then_next=next),
-        engine,
-        assignment_id,
-        user["id"],
-        data,
+        request, queue.submit_and_next, engine, assignment_id, user["id"], data, then_next=next
     )
     response.status_code = 201 if created else 200
     return SubmitResult(
