@@ -38,7 +38,6 @@ def test_platform_load_survives_a_kill_9(tmp_path):
 
 
 def test_platform_load_refuses_garbage_pacing_flags():
-
     for flag, value in [("--think-ms", "-5"), ("--ramp-s", "soon"), ("--ramp-s", "nan")]:
         proc = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "platform_load.py"), flag, value],
