@@ -47,6 +47,10 @@ def _nonnegative(text: str) -> float:
     return value
 
 
+RECOVERY_S = 5.0
+"""Seconds after the restarted server answers that count as its recovery (see ``phases``)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,7 +197,7 @@ async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0, start
                 status, data = await http.request(
                     "POST", f"/api/v1/assignments/{aid}/judgment?next=true", body
                 )
-                stats["latency"].append(time.perf_counter() - t0)
+                stats["latency"].append((t0, time.perf_counter() - t0))
                 if status in (200, 201):
                     acked.append(body["client_key"])
                     stats["created" if status == 201 else "replayed"] += 1
@@ -207,7 +211,7 @@ async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0, start
                 pending = None
             elif task is None:
                 status, data = await http.request("POST", f"/api/v1/projects/{pid}/tasks/next")
-                stats["latency"].append(time.perf_counter() - t0)
+                stats["latency"].append((t0, time.perf_counter() - t0))
                 if status == 204:
                     stats["dry"] += 1
                     return
@@ -405,11 +409,12 @@ def _run(args, url: str) -> int:
     }
     acked: list[str] = []
     restart_s = None
+    kill_t = back_t = None  # perf_counter at the kill, and when the restarted server answered
     t_start = time.perf_counter()
     client_cpu_at_start = time.process_time()
 
     async def run():
-        nonlocal restart_s
+        nonlocal restart_s, kill_t, back_t
         job = asyncio.create_task(
             load(
                 server.port,
@@ -425,8 +430,10 @@ def _run(args, url: str) -> int:
         )
         if args.kill_at > 0:
             await asyncio.sleep(args.seconds * args.kill_at)
+            kill_t = time.perf_counter()
             server.kill9()
             restart_s = await asyncio.to_thread(server.start)
+            back_t = time.perf_counter()
         await job
 
     asyncio.run(run())
@@ -435,10 +442,29 @@ def _run(args, url: str) -> int:
     server_cpu = server.cpu_seconds() - (cpu_at_start if args.kill_at == 0 else 0)
     server.stop()
     invariants = check(url, pid, args.k, acked)
-    lat = sorted(stats["latency"])
+    lat = sorted(dt for _, dt in stats["latency"])
 
-    def pct(p):
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+    def pct(p, values=lat):
+        return (
+            round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 2) if values else None
+        )
+
+    phases = None
+    if kill_t is not None:
+        # The restart's tail apart from steady state: every rater's retried submission lands on
+        # the fresh server within half a second, so the first seconds after it are a burst.
+        settled = back_t + RECOVERY_S
+        before = sorted(dt for t, dt in stats["latency"] if t + dt < kill_t)
+        recovery = sorted(dt for t, dt in stats["latency"] if t + dt >= kill_t and t < settled)
+        after = sorted(dt for t, dt in stats["latency"] if t >= settled)
+        phases = {
+            "recovery_window_s": RECOVERY_S,
+            "p99_before_kill_ms": pct(0.99, before),
+            "recovery_requests": len(recovery),
+            "recovery_p99_ms": pct(0.99, recovery),
+            "recovery_max_ms": pct(1.0, recovery),
+            "p99_after_recovery_ms": pct(0.99, after),
+        }
 
     backend = url.split(":", 1)[0].split("+")[0]
     result = {
@@ -465,6 +491,8 @@ def _run(args, url: str) -> int:
         "connection_retries": stats["retries"],
         "killed_at_s": round(args.seconds * args.kill_at, 1) if args.kill_at > 0 else None,
         "restart_s": round(restart_s, 2) if restart_s is not None else None,
+        # latency before the kill, in the RECOVERY_S after the restart, and after that
+        "phases": phases,
         "setup_s": round(setup_s, 1),
         # robust to other load on the machine: server CPU per judgment (after any restart)
         "server_cpu_s": round(server_cpu, 2),
@@ -481,6 +509,12 @@ def _run(args, url: str) -> int:
         f"duplicated {result['duplicated']}, over k {result['over_k_items']}, "
         f"server CPU {result['server_cpu_ms_per_judgment']} ms/judgment"
     )
+    if phases:
+        summary += (
+            f"; p99 before the kill {phases['p99_before_kill_ms']} ms, in the {RECOVERY_S:g} s "
+            f"after the restart {phases['recovery_p99_ms']} ms, after that "
+            f"{phases['p99_after_recovery_ms']} ms"
+        )
     print(summary, file=sys.stderr)
     if args.json == "-":
         print(json.dumps(result, indent=2))
