@@ -65,6 +65,7 @@ class Http:
         self.port = port
         self.auth = f"Authorization: Bearer {token}\r\n"
         self.reader = self.writer = None
+        self.reconnects = 0  # connections the server closed after a response (keep-alive cap)
 
     async def request(self, method: str, path: str, body: dict | None = None):
         if self.writer is None:
@@ -80,15 +81,21 @@ class Http:
             if not status_line:
                 raise ConnectionError("closed")
             status = int(status_line.split()[1])
-            length = 0
+            length, keep = 0, True
             while (line := await self.reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
+                name = name.lower()
+                if name == "content-length":
                     length = int(value)
+                elif name == "connection" and "close" in value.lower():
+                    keep = False  # the server ends the connection: the next request reconnects
             data = await self.reader.readexactly(length) if length else b""
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             self.close()
             raise ConnectionError("request failed") from None
+        if not keep:
+            self.close()
+            self.reconnects += 1
         return status, (json.loads(data) if data else None)
 
     def close(self):
@@ -187,6 +194,14 @@ def setup(url: str, raters: int, items: int, k: int) -> tuple[int, list[tuple[in
 async def rater(port, pid, token, stop_at, stats, acked, rng, think_s=0.0, start_after=0.0):
     await asyncio.sleep(start_after)
     http = Http(port, token)
+    try:
+        await _judge(http, pid, stop_at, stats, acked, rng, think_s)
+    finally:
+        http.close()
+        stats["reconnects"] += http.reconnects
+
+
+async def _judge(http, pid, stop_at, stats, acked, rng, think_s):
     task = None
     pending = None  # (assignment_id, body) of a submission whose answer we have not seen
     while time.perf_counter() < stop_at:
@@ -405,6 +420,7 @@ def _run(args, url: str) -> int:
         "conflicts": 0,
         "errors": 0,
         "retries": 0,
+        "reconnects": 0,
         "dry": 0,
     }
     acked: list[str] = []
@@ -489,6 +505,8 @@ def _run(args, url: str) -> int:
         "expired_conflicts": stats["conflicts"],
         "errors": stats["errors"],
         "connection_retries": stats["retries"],
+        # keep-alive connections the server ended after a response (RLHFKIT_KEEPALIVE_MAX_S)
+        "server_closed_connections": stats["reconnects"],
         "killed_at_s": round(args.seconds * args.kill_at, 1) if args.kill_at > 0 else None,
         "restart_s": round(restart_s, 2) if restart_s is not None else None,
         # latency before the kill, in the RECOVERY_S after the restart, and after that

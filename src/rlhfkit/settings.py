@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         " most 20, the connection pool's size. SQLite writes take turns anyway, and more"
         " threads only fight over Python's interpreter lock.",
     )
+    keepalive_max_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a keep-alive connection may carry requests before the server ends"
+        " it and the client reconnects, so that the load spreads again over the workers after a"
+        " burst of connections (a restart, say) landed on one. 0: never.",
+    )
     runs_dir: Path = Field(default=Path("runs"), description="Where run directories go.")
     chat_models: str = Field(
         default="",

@@ -29,6 +29,7 @@ from rlhfkit.web.api import auth as api_auth
 from rlhfkit.web.api import openai as api_openai
 from rlhfkit.web.api import projects as api_projects
 from rlhfkit.web.api import tasks as api_tasks
+from rlhfkit.web.connections import KeepAliveCap
 from rlhfkit.web.deps import LoginRequired, PageForbidden, session_of
 from rlhfkit.web.pages import admin as pages_admin
 from rlhfkit.web.pages import auth as pages_auth
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.templates = Jinja2Templates(env=env)
     app.add_middleware(security.BodyLimit)
+    app.add_middleware(KeepAliveCap, max_age_s=settings.keepalive_max_s)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (api_auth, api_tasks, api_projects, api_admin, api_openai):
         app.include_router(module.router)

@@ -7,7 +7,43 @@ Example::
 
 from __future__ import annotations
 
+import socket
+import sys
+
 from rlhfkit.errors import InputError
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``: several of them, one per
+    worker process, share the port, and the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+class PerWorkerSocket:
+    """Stands in for the listening socket handed to each of uvicorn's worker processes: it is
+    pickled on the way, and unpickles in the worker as a socket of the worker's own bound with
+    ``SO_REUSEPORT`` (a worker that uvicorn restarts gets a fresh one the same way).
+
+    Why: with one socket shared by every worker, the worker that wakes first accepts the whole
+    backlog. Clients that (re)connect in a burst (after a restart, say) then pile onto one
+    worker and stay there on keep-alive: measured after a kill -9 and restart under 200 raters,
+    150 connections on one worker and 50 on the other. With a socket each, the kernel hashes
+    every new connection to one of them, evenly whatever the timing."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def __reduce__(self):
+        return reuseport_socket, (self.host, self.port)
 
 
 def serve(
@@ -43,12 +79,15 @@ def serve(
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    uvicorn.run(
-        "rlhfkit.web.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-    )
+    options = dict(factory=True, host=host, port=port, log_level=log_level, access_log=False)
+    if workers == 1 or not sys.platform.startswith("linux"):  # Linux spreads SO_REUSEPORT
+        uvicorn.run("rlhfkit.web.app:create_app", workers=workers, **options)
+        return
+    # Several workers: uvicorn's supervisor (it restarts a worker that dies), but each worker
+    # listens on a socket of its own (PerWorkerSocket). The parent binds one first, without
+    # listening, so that a port in use is a clear error here rather than in every worker.
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("rlhfkit.web.app:create_app", workers=workers, **options)
+    with reuseport_socket(host, port):
+        Multiprocess(config, sockets=[PerWorkerSocket(host, port)]).run()
