@@ -3,9 +3,9 @@
 Each worker of ``rlhfkit serve --workers N`` listens on a socket of its own and the kernel
 places each new connection on one of them. But a keep-alive connection then stays with its
 worker, so clients that connect in a burst stay wherever the burst landed: after a kill -9 and
-restart under 200 simulated raters, the first worker to come back took 139 connections and
-the other 61, and p99 latency stayed a third higher than before the kill for the rest of the
-run. Ending each connection after a while makes its client reconnect and be placed afresh.
+restart under 200 simulated raters, the first worker to listen again took 139 connections
+and the other 61 (150 and 50 with one socket shared by the workers), and p99 latency stayed
+a third higher than before the kill for the rest of the run. Ending each connection after a while makes its client reconnect and be placed afresh.
 
 The limit is on a connection's age, not on its number of requests as in Apache's
 ``MaxKeepAliveRequests``: a count lets connections on a slow worker live longer in time, so

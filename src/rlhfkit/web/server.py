@@ -34,10 +34,9 @@ class PerWorkerSocket:
     ``SO_REUSEPORT`` (a worker that uvicorn restarts gets a fresh one the same way).
 
     Why: with one socket shared by every worker, the worker that wakes first accepts the whole
-    backlog. Clients that (re)connect in a burst (after a restart, say) then pile onto one
-    worker and stay there on keep-alive: measured after a kill -9 and restart under 200 raters,
-    150 connections on one worker and 50 on the other. With a socket each, the kernel hashes
-    every new connection to one of them, evenly whatever the timing."""
+    backlog. With a socket each, the kernel hashes every new connection to one of them, evenly
+    whatever the timing. (A burst that arrives while only one worker listens, as after a
+    restart, still lands on that one: ``rlhfkit.web.connections`` spreads it again.)"""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
