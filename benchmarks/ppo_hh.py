@@ -40,12 +40,13 @@ def split_prompts(data: Path, out: Path, n_eval: int) -> tuple[Path, Path, int]:
     return train_path, held_path, len(train)
 
 
-def paired(before: dict | None, after: dict | None) -> dict | None:
+def paired(before: dict | None, after: dict | None, key: str = "scores") -> dict | None:
     """Before against after, reply by reply on the same held-out prompts: mean difference of
-    the normalised reward, its paired t, and how many replies got better or worse."""
-    if not before or not after or "scores" not in before or "scores" not in after:
+    the normalised reward (``key``: the scores as generated, or ``scores_if_ended``), its
+    paired t, and how many replies got better or worse."""
+    if not before or not after or key not in before or key not in after:
         return None
-    diffs = [a - b for a, b in zip(after["scores"], before["scores"], strict=True)]
+    diffs = [a - b for a, b in zip(after[key], before[key], strict=True)]
     n = len(diffs)
     mean = sum(diffs) / n
     sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5 if n > 1 else 0.0
@@ -174,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "heldout_paired": paired(evaluation.get("before"), evaluation.get("after")),
+        # the same comparison with every reply scored as if it had ended (EOS appended to the
+        # cut-off ones): what is left of the gain once ending is no longer what is paid for
+        "heldout_paired_if_ended": paired(
+            evaluation.get("before"), evaluation.get("after"), "scores_if_ended"
+        ),
         "heldout_before": evaluation.get("before"),
         "heldout_after": evaluation.get("after"),
         "train_reward_first_fifth": mean(first, "objective/scores"),

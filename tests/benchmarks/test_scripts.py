@@ -47,6 +47,14 @@ def test_ppo_benchmark_fast_mode_splits_prompts_like_the_reward_benchmark(tmp_pa
     assert pair["n"] == 8 and pair["better"] + pair["worse"] <= 8
     assert pair["mean_diff"] == pytest.approx(sum(diffs) / 8, abs=1e-3)
     assert pair["better"] == sum(d > 0 for d in diffs)
+    # scored as if every reply had ended: the same as generated where it did end
+    before = result["heldout_before"]
+    for score, ended, has_eos in zip(
+        before["scores"], before["scores_if_ended"], before["has_eos"], strict=True
+    ):
+        if has_eos:
+            assert ended == pytest.approx(score, abs=2e-3)
+    assert result["heldout_paired_if_ended"]["n"] == 8
     assert (out / "curves.png").stat().st_size > 1000
     from rlhfkit.data import read_preferences
     from rlhfkit.train.base import read_prompts

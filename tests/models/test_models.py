@@ -83,6 +83,28 @@ def test_generation_masks_everything_after_first_eos():
         assert eos not in row[: n - 1].tolist()
 
 
+def test_ended_rows_append_eos_only_to_replies_that_were_cut_off():
+    from rlhfkit.models.generation import Generation
+
+    pad, eos = 0, 9
+    gen = Generation(
+        prompt_ids=torch.tensor([[pad, 5, 6], [4, 5, 6]]),
+        prompt_mask=torch.tensor([[0, 1, 1], [1, 1, 1]]),
+        response_ids=torch.tensor([[7, eos, pad, pad], [7, 8, 7, 8]]),
+        response_mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool(),
+        has_eos=torch.tensor([True, False]),
+        texts=["a", "b"],
+    )
+    ids, attn = gen.ended_rows(eos)
+    plain_ids, plain_attn = gen.rows()
+    assert ids.shape == attn.shape == (2, 8)
+    # the reply that ended is untouched (one padding column more)
+    assert ids[0].tolist() == [*plain_ids[0].tolist(), 0] and attn[0, -1] == 0
+    assert attn[0].tolist() == [*plain_attn[0].tolist(), 0]
+    # the cut-off reply gets its EOS right after its last token
+    assert ids[1].tolist() == [4, 5, 6, 7, 8, 7, 8, eos] and attn[1].tolist() == [1] * 8
+
+
 def test_seeded_sampling_is_reproducible():
     policy = tiny_policy()
     a = generate(policy, [CHAT] * 2, max_new_tokens=10, temperature=1.0, seed=5)

@@ -45,6 +45,20 @@ class Generation:
         attn = torch.cat([self.prompt_mask, self.response_mask.long()], dim=1)
         return ids.to(device), attn.to(device)
 
+    def ended_rows(self, eos_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`rows`, but every response that did not end by itself gets ``eos_token_id``
+        after its last token (one column more), so ended and cut-off replies look alike to a
+        scorer: what a reward model then prefers is not merely that a reply ended."""
+        ids, attn = self.rows()
+        b = ids.shape[0]
+        ids = torch.cat([ids, ids.new_zeros(b, 1)], dim=1)
+        attn = torch.cat([attn, attn.new_zeros(b, 1)], dim=1)
+        end = self.prompt_ids.shape[1] + self.response_mask.sum(-1)  # first free column
+        cut = (~self.has_eos).nonzero(as_tuple=True)[0]
+        ids[cut, end[cut]] = eos_token_id
+        attn[cut, end[cut]] = 1
+        return ids.to(device), attn.to(device)
+
 
 @torch.no_grad()
 def generate(

@@ -262,6 +262,8 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
         max_prompt_tokens=cfg.max_prompt_length,
     )
     scores = normalize_raw(rollout_raw(reward, prompts, gen, device), reward.normalization)
+    ended = gen.ended_rows(policy.tokenizer.eos_token_id, device)
+    scores_ended = normalize_raw(reward.raw(prompts, gen.texts, *ended), reward.normalization)
     return {
         "reward": round(scores.mean().item(), 4),
         "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
@@ -276,6 +278,9 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
         # per reply, in prompt order: before and after can then be compared pair by pair
         "scores": [round(x, 4) for x in scores.tolist()],
         "has_eos": [bool(x) for x in gen.has_eos.tolist()],
+        # the same replies scored as if each had ended (EOS after the cut-off ones): does the
+        # reward rise for more than ending within max_new_tokens?
+        "scores_if_ended": [round(x, 4) for x in scores_ended.tolist()],
     }
 
 
