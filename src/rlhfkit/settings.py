@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     keepalive_max_s: float = Field(
         default=10.0,
         ge=0,
-        le=86_400,
+        le=3_600,
         description="Seconds a keep-alive connection may carry requests before the server ends"
         " it and the client reconnects, so that the load spreads again over the workers after a"
         " burst of connections (a restart, say) landed on one. 0: never.",

@@ -88,21 +88,23 @@ def test_ended_rows_append_eos_only_to_replies_that_were_cut_off():
 
     pad, eos = 0, 9
     gen = Generation(
-        prompt_ids=torch.tensor([[pad, 5, 6], [4, 5, 6]]),
-        prompt_mask=torch.tensor([[0, 1, 1], [1, 1, 1]]),
-        response_ids=torch.tensor([[7, eos, pad, pad], [7, 8, 7, 8]]),
-        response_mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool(),
-        has_eos=torch.tensor([True, False]),
-        texts=["a", "b"],
+        prompt_ids=torch.tensor([[pad, 5, 6], [pad, pad, 6], [4, 5, 6]]),
+        prompt_mask=torch.tensor([[0, 1, 1], [0, 0, 1], [1, 1, 1]]),
+        response_ids=torch.tensor([[7, eos, pad, pad], [7, 8, 7, 8], [8, 8, 8, 8]]),
+        response_mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]).bool(),
+        has_eos=torch.tensor([True, False, False]),
+        texts=["a", "b", "c"],
     )
     ids, attn = gen.ended_rows(eos)
     plain_ids, plain_attn = gen.rows()
-    assert ids.shape == attn.shape == (2, 8)
+    assert ids.shape == attn.shape == (3, 8)
     # the reply that ended is untouched (one padding column more)
-    assert ids[0].tolist() == [*plain_ids[0].tolist(), 0] and attn[0, -1] == 0
+    assert ids[0].tolist() == [*plain_ids[0].tolist(), 0]
     assert attn[0].tolist() == [*plain_attn[0].tolist(), 0]
-    # the cut-off reply gets its EOS right after its last token
-    assert ids[1].tolist() == [4, 5, 6, 7, 8, 7, 8, eos] and attn[1].tolist() == [1] * 8
+    # each cut-off reply gets its EOS right after its last token, left padding or not
+    assert ids[1].tolist() == [pad, pad, 6, 7, 8, 7, 8, eos]
+    assert attn[1].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert ids[2].tolist() == [4, 5, 6, 8, 8, 8, 8, eos] and attn[2].tolist() == [1] * 8
 
 
 def test_seeded_sampling_is_reproducible():

@@ -5,6 +5,7 @@ import asyncio
 import os
 import pickle
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,6 +128,32 @@ def test_each_worker_gets_a_socket_of_its_own_on_the_same_port():
         second.close()
 
 
+def test_a_port_held_by_another_reuseport_server_is_refused_by_the_plain_check():
+    held = reuseport_socket("127.0.0.1", 0)
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        reuseport_socket("127.0.0.1", port).close()  # a second worker's socket: allowed
+        with pytest.raises(InputError, match="cannot listen"):
+            reuseport_socket("127.0.0.1", port, reuse_port=False)  # what serve checks first
+    finally:
+        held.close()
+
+
+def test_the_app_ends_a_connection_past_the_age_limit():
+    from fastapi.testclient import TestClient
+
+    from rlhfkit.settings import Settings
+    from rlhfkit.web.app import create_app
+
+    app = create_app(Settings(database_url="sqlite://", keepalive_max_s=0.3, secret_key="k"))
+    with TestClient(app) as client:  # one client address throughout, as one connection
+        assert client.get("/healthz").headers.get("connection") != "close"
+        time.sleep(0.35)
+        assert client.get("/healthz").headers.get("connection") == "close"
+        assert client.get("/healthz").headers.get("connection") != "close"  # a new one
+
+
 def test_a_port_already_taken_is_a_clear_error():
     with socket.socket() as taken:  # a plain listener, as another program would hold
         taken.bind(("127.0.0.1", 0))
@@ -136,7 +163,12 @@ def test_a_port_already_taken_is_a_clear_error():
             reuseport_socket("127.0.0.1", port)
 
 
+def _ss(*args: str) -> str:
+    return subprocess.run(["ss", "-H", *args], capture_output=True, text=True).stdout
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads on Linux")
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to see the sockets")
 def test_serve_with_two_workers_spreads_connections_and_stops_cleanly(tmp_path):
     port = _free_port()
     env = {**os.environ, "RLHFKIT_DATABASE_URL": f"sqlite:///{tmp_path}/served.db"}
@@ -146,33 +178,31 @@ def test_serve_with_two_workers_spreads_connections_and_stops_cleanly(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    listeners: set[str] = set()
     try:
         deadline = time.time() + 60
-        listeners: set[str] = set()
         while len(listeners) < 2:  # both workers listen, each on its own socket
             if time.time() > deadline or proc.poll() is not None:
                 pytest.fail(f"workers did not start: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.3)
-            out = subprocess.run(
-                ["ss", "-tlnpH", f"sport = :{port}"], capture_output=True, text=True
-            ).stdout
-            listeners = set(re.findall(r"pid=(\d+)", out))
+            listeners = set(re.findall(r"pid=(\d+)", _ss("-tlnp", f"sport = :{port}")))
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             assert client.get("/healthz").json() == {"status": "ok"}
         conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
-        time.sleep(0.3)
-        out = subprocess.run(
-            ["ss", "-tnpH", "state", "established", f"sport = :{port}"],
-            capture_output=True,
-            text=True,
-        ).stdout
+        deadline = time.time() + 10
+        while True:  # until both workers have accepted every connection
+            out = _ss("-tnp", "state", "established", f"sport = :{port}")
+            per_worker = [out.count(f"pid={pid},") for pid in listeners]
+            if sum(per_worker) == 64 or time.time() > deadline:
+                break
+            time.sleep(0.1)
         for c in conns:
             c.close()
-        per_worker = [out.count(f"pid={pid},") for pid in listeners]
         assert sum(per_worker) == 64 and min(per_worker) >= 10, per_worker
     finally:
         proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        code = proc.wait(timeout=20)
+    assert code == 0
     for pid in listeners:  # the workers went with the parent
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)

@@ -279,7 +279,8 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
         "scores": [round(x, 4) for x in scores.tolist()],
         "has_eos": [bool(x) for x in gen.has_eos.tolist()],
         # the same replies scored as if each had ended (EOS after the cut-off ones): does the
-        # reward rise for more than ending within max_new_tokens?
+        # reward rise for more than ending within max_new_tokens? (A reward that reads only the
+        # text, as most personality terms do, gives the same scores as above.)
         "scores_if_ended": [round(x, 4) for x in scores_ended.tolist()],
     }
 

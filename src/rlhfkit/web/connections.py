@@ -30,7 +30,10 @@ class KeepAliveCap:
 
     A connection is known by its client address (host, port), unique among a process's open
     connections. Addresses of connections the clients closed are swept out as the table grows,
-    so it stays about as large as the number of open connections."""
+    so it stays about as large as the connections opened in twice the age limit. Behind a
+    reverse proxy on the same machine, uvicorn replaces the address with the forwarded one
+    (``X-Forwarded-For``): the limit then runs per end user rather than per connection, which
+    spreads the proxy's connections less well but is otherwise harmless."""
 
     def __init__(self, app, max_age_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
         if not max_age_s >= 0:
@@ -56,7 +59,9 @@ class KeepAliveCap:
 
         async def closing_send(message):
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 

@@ -13,19 +13,34 @@ import sys
 from rlhfkit.errors import InputError
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
+def reuseport_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``: several of them, one per
-    worker process, share the port, and the kernel spreads new connections over them."""
+    worker process, share the port, and the kernel spreads new connections over them.
+    ``reuse_port=False`` binds without it, which fails while anything else holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise InputError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
+
+
+def _worker_socket(host: str, port: int) -> socket.socket:
+    """What a :class:`PerWorkerSocket` unpickles as, in the worker. A worker that cannot bind
+    exits as uvicorn's start-up failures do, so that the supervisor stops rather than
+    restarting it for ever."""
+    try:
+        return reuseport_socket(host, port)
+    except InputError as exc:
+        from uvicorn.config import STARTUP_FAILURE
+
+        print(f"rlhfkit serve: {exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
 
 
 class PerWorkerSocket:
@@ -42,7 +57,7 @@ class PerWorkerSocket:
         self.host, self.port = host, port
 
     def __reduce__(self):
-        return reuseport_socket, (self.host, self.port)
+        return _worker_socket, (self.host, self.port)
 
 
 def serve(
@@ -83,10 +98,13 @@ def serve(
         uvicorn.run("rlhfkit.web.app:create_app", workers=workers, **options)
         return
     # Several workers: uvicorn's supervisor (it restarts a worker that dies), but each worker
-    # listens on a socket of its own (PerWorkerSocket). The parent binds one first, without
-    # listening, so that a port in use is a clear error here rather than in every worker.
+    # listens on a socket of its own (PerWorkerSocket). A port in use is a clear error here
+    # rather than in every worker: binding without SO_REUSEPORT fails while anything holds the
+    # port, another server with SO_REUSEPORT (a second `serve --workers`) included. The parent
+    # then keeps a socket bound, not listening (it receives no connections), until it exits.
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config("rlhfkit.web.app:create_app", workers=workers, **options)
+    reuseport_socket(host, port, reuse_port=False).close()
     with reuseport_socket(host, port):
         Multiprocess(config, sockets=[PerWorkerSocket(host, port)]).run()
