@@ -203,6 +203,8 @@ def test_serve_with_two_workers_spreads_connections_and_stops_cleanly(tmp_path):
         proc.terminate()
         code = proc.wait(timeout=20)
     assert code == 0
+    # where it listens is said once, as uvicorn says it with one worker
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in proc.stderr.read().decode()
     for pid in listeners:  # the workers went with the parent
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)

@@ -7,6 +7,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 
@@ -107,4 +108,13 @@ def serve(
     config = uvicorn.Config("rlhfkit.web.app:create_app", workers=workers, **options)
     reuseport_socket(host, port, reuse_port=False).close()
     with reuseport_socket(host, port):
+        # uvicorn says where it listens when it binds the shared socket itself; say it here
+        shown = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d, %d workers each on a socket of its own"
+            " (Press CTRL+C to quit)",
+            shown,
+            port,
+            workers,
+        )
         Multiprocess(config, sockets=[PerWorkerSocket(host, port)]).run()
