@@ -220,15 +220,19 @@ def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
     pid = platform.project(
         [{"prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(4)]
     )
-    guard, running, peak = threading.Lock(), [0], [0]
+    cond, running, peak, width = threading.Condition(), [0], [0], [1]
 
     def counted(real):
         def wrapper(*args, **kwargs):
-            with guard:
+            with cond:
                 running[0] += 1
                 peak[0] = max(peak[0], running[0])
-            time.sleep(0.05)
-            with guard:
+                cond.notify_all()
+                # hold the calls until as many are inside at once as the lane allows (5 s at
+                # most), so the peak shows the lane's width however the threads are scheduled
+                cond.wait_for(lambda: peak[0] >= width[0], timeout=5)
+            time.sleep(0.02)  # still inside: a lane wider than allowed shows as a higher peak
+            with cond:
                 running[0] -= 1
             return real(*args, **kwargs)
 
@@ -236,7 +240,7 @@ def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
 
     async def burst(threads, path):
         platform.app.state.store_threads = threads
-        peak[0] = 0
+        peak[0], width[0] = 0, threads
         transport = httpx.ASGITransport(app=platform.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             calls = [

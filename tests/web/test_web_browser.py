@@ -130,14 +130,16 @@ def test_admin_and_rater_in_a_real_browser(server, tmp_path):
                     )
                     assert rater.evaluate("window.__owned") is None
                     rater.screenshot(path=str(SHOTS / "rater-comparison.png"), full_page=True)
-                if step == 0:
-                    rater.check("#response-left input[value=helpful]")
-                    rater.click("#choose-left")
-                elif step == 1:
-                    rater.keyboard.press("s")  # strength: cycles to "much"
-                    rater.keyboard.press("2")
-                else:
-                    rater.keyboard.press("1")
+                # each choice submits the form: wait for the next page, not the old one
+                with rater.expect_navigation():
+                    if step == 0:
+                        rater.check("#response-left input[value=helpful]")
+                        rater.click("#choose-left")
+                    elif step == 1:
+                        rater.keyboard.press("s")  # strength: cycles to "much"
+                        rater.keyboard.press("2")
+                    else:
+                        rater.keyboard.press("1")
                 rater.wait_for_load_state()
             rater.wait_for_selector("#queue-empty")
             assert len(seen) == 3 and dialogs == []

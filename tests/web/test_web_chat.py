@@ -13,6 +13,15 @@ from rlhfkit.web.serving import GenerationParams, ModelRegistry
 XSS = "<script>alert('owned')</script>"
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Replies are sampled from torch's global generator: a fixed seed keeps each test's reply
+    (its length, its stream of pieces) the same whichever tests ran before it."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def chat(platform, tmp_path):
     # Only the tiny model, whatever ./runs holds on this machine.

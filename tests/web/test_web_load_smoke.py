@@ -18,9 +18,9 @@ def test_platform_load_survives_a_kill_9(tmp_path):
             "--raters",
             "4",
             "--seconds",
-            "10",
+            "15",
             "--kill-at",
-            "0.3",  # at 3 s: room for a slow restart before the end
+            "0.2",  # at 3 s: 12 s for a slow restart before the end
             "--items",
             "2000",  # enough that the raters are still at work when the server is killed
             "--json",
