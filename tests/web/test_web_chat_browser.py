@@ -63,13 +63,14 @@ def server(tmp_path):
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # a loaded 2-core machine
     while True:
         try:
             httpx.get(f"{base}/healthz", timeout=1)
             break
         except httpx.TransportError:
             if time.time() > deadline or proc.poll() is not None:
+                proc.kill()  # first: reading a live server's pipe would wait for ever
                 pytest.fail(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.2)
     yield base, url

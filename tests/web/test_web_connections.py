@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -177,12 +178,14 @@ def test_serve_with_two_workers_spreads_connections_and_stops_cleanly(tmp_path):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the workers can be killed with it
     )
     listeners: set[str] = set()
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120  # a loaded 2-core machine
         while len(listeners) < 2:  # both workers listen, each on its own socket
             if time.time() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, signal.SIGKILL)  # first: a live pipe would be read for ever
                 pytest.fail(f"workers did not start: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.3)
             listeners = set(re.findall(r"pid=(\d+)", _ss("-tlnp", f"sport = :{port}")))
