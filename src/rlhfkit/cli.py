@@ -562,7 +562,13 @@ def _add_platform_commands(sub) -> None:
     p = _command(sub, "serve", "Run the rater platform (migrates the database first).", serve)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (1 for SQLite)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (on Linux each on a socket of its own); on SQLite too, one per core"
+        " (two on two cores nearly double the throughput, see docs/platform.md)",
+    )
     p.add_argument(
         "--models",
         default=None,

@@ -71,8 +71,9 @@ def serve(
 ) -> None:
     """Apply migrations once, then start ``workers`` uvicorn processes on ``host:port``.
 
-    SQLite takes one writer at a time, so one worker is the right default there; PostgreSQL
-    gains from several. ``models``: the comma-separated models the chat page and ``/v1`` serve
+    SQLite takes one writer at a time, but its writers in several workers queue on a file
+    lock, so one worker per core pays there too (two on two cores nearly double the
+    throughput); PostgreSQL gains from several. ``models``: the comma-separated models the chat page and ``/v1`` serve
     (default: the ``chat_models`` setting; empty there too: default, tiny and every run).
     """
     import os
