@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 import math
 
 import pytest
@@ -448,3 +449,31 @@ def test_reference_keeps_the_starting_policy_while_the_trained_one_moves(lora):
     assert not ref_logits.requires_grad
     torch.testing.assert_close(ref_logits, start)
     assert any(p.requires_grad for p in lm.parameters())
+
+
+def test_evaluate_policy_rescores_only_cut_off_replies_with_an_eos(tmp_path):
+    from types import SimpleNamespace
+
+    from rlhfkit.models import load_policy
+    from rlhfkit.train.rewards import evaluate_policy
+
+    class Tokens:  # raw score: the number of tokens scored, so an appended EOS adds exactly 1
+        normalization: dict = {}
+
+        def raw(self, prompts, texts, ids, attention_mask):
+            assert len(prompts) == len(texts) == ids.shape[0]
+            return attention_mask.sum(-1).float()
+
+    policy = load_policy("tiny", seed=0)
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(6)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": ""}) + "\n" for p in prompts))
+    cfg = SimpleNamespace(
+        eval_prompts=str(path), eval_samples=6, max_new_tokens=4, max_prompt_length=64
+    )
+    out = evaluate_policy(policy, Tokens(), cfg, torch.device("cpu"))
+    assert not all(out["has_eos"])  # 4 tokens: some replies are cut off
+    for score, ended, has_eos in zip(
+        out["scores"], out["scores_if_ended"], out["has_eos"], strict=True
+    ):
+        assert ended == (score if has_eos else score + 1)

@@ -262,8 +262,15 @@ def evaluate_policy(policy, reward: RewardFunction, cfg, device) -> dict:
         max_prompt_tokens=cfg.max_prompt_length,
     )
     scores = normalize_raw(rollout_raw(reward, prompts, gen, device), reward.normalization)
-    ended = gen.ended_rows(policy.tokenizer.eos_token_id, device)
-    scores_ended = normalize_raw(reward.raw(prompts, gen.texts, *ended), reward.normalization)
+    # replies that ended keep their score; only the cut-off ones are scored again, with an EOS
+    scores_ended = scores.clone()
+    cut = (~gen.has_eos).nonzero(as_tuple=True)[0].tolist()
+    if cut:
+        ids, attn = gen.ended_rows(policy.tokenizer.eos_token_id, device)
+        raw = reward.raw(
+            [prompts[i] for i in cut], [gen.texts[i] for i in cut], ids[cut], attn[cut]
+        )
+        scores_ended[cut] = normalize_raw(raw, reward.normalization)
     return {
         "reward": round(scores.mean().item(), 4),
         "reward_sem": round((scores.std() / max(len(scores), 1) ** 0.5).item(), 4),
