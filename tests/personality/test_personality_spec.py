@@ -15,7 +15,9 @@ from rlhfkit.personality import (
     load_spec,
     parse_spec,
     score,
+    term_spreads,
 )
+from rlhfkit.personality.spec import MIN_SPREAD
 
 GOOD = """\
 name: test
@@ -96,6 +98,32 @@ def test_composite_with_attribute_terms():
     assert composite_reward(spec, [""]) == [1.5]
 
 
+def test_spreads_by_hand_and_the_composite_in_sd_units():
+    spec = PersonalitySpec("p", "d", {"head:a": 2.0, "head:b": -1.0, "head:c": 0.0}, 1.0)
+    heads = {"a": [0.2, 0.4, 0.6], "b": [0.5, 0.5, 0.52], "c": [0.0, 1.0, 0.0]}
+    spreads = term_spreads(spec, ["x", "y", "z"], heads)
+    # a: sample std of 0.2, 0.4, 0.6 is 0.2; b: std 0.0115 is below the floor; c: weight 0
+    assert spreads == pytest.approx({"head:a": 0.2, "head:b": MIN_SPREAD})
+    # text 0: 2 * (0.2 - 0.5) / 0.2 - 1 * (0.5 - 0.5) / 0.05 = -3
+    # text 2: 2 * (0.6 - 0.5) / 0.2 - 1 * (0.52 - 0.5) / 0.05 = 1 - 0.4
+    rewards = composite_reward(spec, ["x", "y", "z"], heads, spreads)
+    assert rewards == pytest.approx([-3.0, -1.0, 0.6])
+    # the same spec in score units: no spreads, the raw arithmetic
+    raw = PersonalitySpec("p", "d", spec.weights, 1.0, units="score")
+    assert term_spreads(raw, ["x", "y", "z"], heads) == {}
+    assert composite_reward(raw, ["x"], {"a": [0.2], "b": [0.5], "c": [0.0]}) == pytest.approx(
+        [-0.6]
+    )
+
+
+def test_units_field(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD + "units: score\n")
+    assert load_spec(path).units == "score"
+    path.write_text(GOOD)
+    assert load_spec(path).units == "sd"
+
+
 def test_zero_weight_spec_is_neutral_and_needs_no_head_scores():
     spec = PersonalitySpec("zero", "d", {"politeness": 0.0, "head:helpful": 0.0}, 1.0)
     assert composite_reward(spec, ["You idiot!", "Thank you!"]) == [0.0, 0.0]
@@ -174,6 +202,8 @@ def test_missing_field(tmp_path, field):
         ("name: x\ndescription: d\nweights: {}\nkl_budget: 1\n", ":3: field 'weights' must be a"),
         ("name: x\ndescription: d\nweights: [politeness]\nkl_budget: 1\n", ":3: field 'weig"),
         (GOOD.replace("head:helpful", "head:"), ":5: 'head:': expected head:LABEL"),
+        (GOOD + "units: stddev\n", ":7: field 'units' must be sd or score, got 'stddev'"),
+        (GOOD + "units: [sd]\n", ":7: field 'units' must be sd or score"),
         (GOOD.replace("head:helpful", "rm:some/dir#x"), ":5: 'rm:some/dir#x': expected rm:PATH"),
         ("name: [unclosed\n", ":2: not valid YAML"),
         ("- a\n- b\n", ": expected a mapping with fields name, description, weights, kl_budget"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from rlhfkit.cli import main
 from rlhfkit.errors import InputError
 from rlhfkit.models import tiny_policy
 from rlhfkit.models.heads import load_reward_model
-from rlhfkit.personality import composite_reward, load_spec
+from rlhfkit.personality import PersonalitySpec, composite_reward, load_spec, score, term_spreads
 from rlhfkit.personality.compare import compare_runs, format_comparison, mean_ci
+from rlhfkit.personality.spec import MIN_SPREAD
 from rlhfkit.train import ppo
 from rlhfkit.train.rewards import (
     PersonalityReward,
@@ -68,6 +70,29 @@ def test_personality_reward_is_the_specs_composite():
     assert normalize_raw(raw, reward.normalization).tolist() == pytest.approx(
         [(x - 1.0) / 2.0 for x in expected], abs=1e-6
     )
+
+
+def test_fit_puts_each_term_in_sd_units():
+    tok = tiny_policy().tokenizer
+    reward = load_reward("personality:concise", tok)
+    texts = ["Yes.", "Yes, I might say so.", "word " * 30, "Well, perhaps, it may depend."]
+    prompts = [[{"role": "user", "content": "q"}]] * len(texts)
+    rows = _rollout(tok, texts)
+    before = reward.raw(prompts, texts, *rows)
+    reward.fit(prompts, texts, *rows)
+    spreads = reward.normalization["term_spreads"]
+    spec = load_spec("concise")
+    assert spreads == pytest.approx(term_spreads(spec, texts))
+    after = reward.raw(prompts, texts, *rows)
+    assert after.tolist() == pytest.approx(composite_reward(spec, texts, None, spreads), abs=1e-6)
+    assert after.tolist() != pytest.approx(before.tolist())
+    # each term now spreads by its weight among the fitted replies
+    for term, weight in spec.weights.items():
+        one = PersonalitySpec("one", "d", {term: weight}, 1.0)
+        values = composite_reward(one, texts, None, spreads)
+        spread = statistics.stdev(score(term, texts))
+        expected = abs(weight) * min(1.0, spread / MIN_SPREAD)  # below the floor: less
+        assert statistics.stdev(values) == pytest.approx(expected)
 
 
 def test_head_terms_come_from_the_named_reward_model(heads_model):
@@ -126,7 +151,11 @@ def test_tiny_ppo_with_a_personality_reward(tmp_path, prompts):
             assert key in row and row[key] == row[key]  # present and not NaN
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["inputs"]["reward"]["personality"] == "warm-and-polite"
-    assert set(prov["reward_normalization"]) >= {"offset", "scale"}
+    norm = prov["reward_normalization"]
+    assert set(norm) >= {"offset", "scale", "term_spreads"}
+    # one spread per weighted term, fitted on the starting policy's samples, floor included
+    assert set(norm["term_spreads"]) == set(load_spec("warm-and-polite").weights)
+    assert all(MIN_SPREAD <= v <= 0.5 for v in norm["term_spreads"].values())
     evaluation = json.loads((out / "eval.json").read_text())
     assert {"before", "after"} <= set(evaluation)
     assert (out / "model" / "config.json").exists()

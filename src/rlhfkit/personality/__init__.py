@@ -21,6 +21,7 @@ from rlhfkit.personality.spec import (
     composite_reward,
     load_spec,
     parse_spec,
+    term_spreads,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "composite_reward",
     "load_spec",
     "parse_spec",
+    "term_spreads",
     "read_texts",
     "score",
     "score_all",

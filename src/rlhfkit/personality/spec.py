@@ -11,10 +11,18 @@ A spec is a small YAML file::
       rm:runs/rm/model#1: 0.5   # head 1 of a reward model directory
     kl_budget: 6.0
 
-The composite reward of a reply is ``sum(weight * (score - 0.5))`` over the weights. Every
-score is in [0, 1]; subtracting 0.5 centres it, so that a reply sitting at the midpoint of every
-attribute gets reward 0, the reward is symmetric in "more" and "less" of an attribute, and a
-spec whose weights are all zero is neutral (reward 0 for every reply).
+The composite reward of a reply is ``sum(weight * (score - 0.5) / spread)`` over the weights.
+Every score is in [0, 1]; subtracting 0.5 centres it, so that a reply sitting at the midpoint of
+every attribute gets reward 0, the reward is symmetric in "more" and "less" of an attribute, and
+a spec whose weights are all zero is neutral (reward 0 for every reply).
+
+``spread`` makes the weights comparable across attributes (``units: sd``, the default): it is
+the standard deviation of that attribute among the starting policy's own replies (fitted by the
+trainer, :func:`term_spreads`; at least ``MIN_SPREAD``), so a weight is "per standard deviation
+of what the model actually varies in". Without it (``units: score``, or before fitting) the
+attribute whose scores happen to spread widest drowns the others: among the default model's
+replies the hedging score spreads several times wider than the length score, so a concise spec
+with ``concision: 1.0, hedging: -0.5`` rewarded mostly not hedging.
 
 Example::
 
@@ -51,6 +59,13 @@ CENTRE = 0.5
 _HEAD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _EXPONENT = re.compile(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+")
 _FIELDS = ("name", "description", "weights", "kl_budget")
+_OPTIONAL = ("units",)
+UNITS = ("sd", "score")
+"""``sd``: weights per standard deviation of each attribute among the starting policy's replies;
+``score``: per unit of the raw [0, 1] score."""
+MIN_SPREAD = 0.05
+"""Floor of a fitted spread: an attribute the starting policy never varies in (sarcasm, say)
+would otherwise turn its first occurrence into an enormous reward."""
 
 
 @dataclass
@@ -70,6 +85,9 @@ class PersonalitySpec:
     to reach the personality; trainers use it as the adaptive-KL target."""
     source: str | None = field(default=None, compare=False)
     """The file the spec was loaded from."""
+    units: str = "sd"
+    """``sd`` (default): each weight counts per standard deviation of its term among the starting
+    policy's replies; ``score``: per unit of the raw [0, 1] score (see the module docstring)."""
 
     def heads(self) -> list[str]:
         """Labels of the ``head:LABEL`` terms (scores the caller must supply)."""
@@ -133,9 +151,10 @@ def parse_spec(text: str, source: str = "<spec>") -> PersonalitySpec:
         return f"{source}:{line}" if line else source
 
     for key in data:
-        if key not in _FIELDS:
+        if key not in _FIELDS + _OPTIONAL:
             raise InputError(
-                f"{where(str(key))}: unknown field {key!r}; expected {', '.join(_FIELDS)}"
+                f"{where(str(key))}: unknown field {key!r}; expected"
+                f" {', '.join(_FIELDS + _OPTIONAL)}"
             )
     for key in _FIELDS:
         if key not in data:
@@ -173,12 +192,16 @@ def parse_spec(text: str, source: str = "<spec>") -> PersonalitySpec:
             f"{where('kl_budget')}: field 'kl_budget' must be a positive number (nats), got"
             f" {kl_budget!r}"
         )
+    units = data.get("units", "sd")
+    if units not in UNITS:
+        raise InputError(f"{where('units')}: field 'units' must be sd or score, got {units!r}")
     return PersonalitySpec(
         name=name.strip(),
         description=" ".join(description.split()),
         weights=weights,
         kl_budget=float(kl_budget),
         source=source,
+        units=units,
     )
 
 
@@ -238,8 +261,10 @@ def composite_reward(
     spec: PersonalitySpec,
     texts: list[str],
     head_scores: dict[str, list[float]] | None = None,
+    spreads: dict[str, float] | None = None,
 ) -> list[float]:
-    """``sum(weight * (score - 0.5))`` over the spec's terms, one reward per text.
+    """``sum(weight * (score - 0.5) / spread)`` over the spec's terms, one reward per text;
+    ``spreads`` from :func:`term_spreads` (a term without one counts in raw score units).
 
     Attribute terms are scored here. ``head:LABEL`` terms take their scores from
     ``head_scores[LABEL]`` (or ``head_scores["head:LABEL"]``), which the caller computes with
@@ -253,14 +278,44 @@ def composite_reward(
         [0.82...]
     """
     head_scores = head_scores or {}
+    spreads = spreads or {}
     rewards = [0.0] * len(texts)
     for term, weight in spec.weights.items():
         if weight == 0.0:
             continue
         values = _term_scores(spec, term, texts, head_scores)
+        unit = weight / spreads.get(term, 1.0)
         for i, value in enumerate(values):
-            rewards[i] += weight * (value - CENTRE)
+            rewards[i] += unit * (value - CENTRE)
     return rewards
+
+
+def term_spreads(
+    spec: PersonalitySpec,
+    texts: list[str],
+    head_scores: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """Per weighted term, the standard deviation of its scores over ``texts`` (the starting
+    policy's replies), at least :data:`MIN_SPREAD`; ``{}`` for a spec in ``units: score``.
+
+    Example::
+
+        >>> spec = PersonalitySpec("p", "short", {"concision": 1.0}, 6.0)
+        >>> term_spreads(spec, ["Yes.", "Yes, of course, happy to help with that."])
+        {'concision': 0.1...}
+    """
+    if spec.units == "score":
+        return {}
+    head_scores = head_scores or {}
+    spreads = {}
+    for term, weight in spec.weights.items():
+        if weight == 0.0:
+            continue
+        values = _term_scores(spec, term, texts, head_scores)
+        mean = sum(values) / len(values) if values else 0.0
+        var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+        spreads[term] = max(MIN_SPREAD, math.sqrt(var))
+    return spreads
 
 
 def _term_scores(

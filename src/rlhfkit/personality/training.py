@@ -179,7 +179,7 @@ def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
 
     from rlhfkit.models import generate, load_policy
     from rlhfkit.train.base import read_prompts
-    from rlhfkit.train.rewards import load_reward, rollout_raw
+    from rlhfkit.train.rewards import fit_reward, load_reward, rollout_raw
 
     prompts = read_prompts(cfg.prompts)
     prompts = random.Random(cfg.seed).sample(prompts, min(cfg.pair_prompts, len(prompts)))
@@ -193,6 +193,7 @@ def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
         temperature=cfg.temperature,
         seed=cfg.seed,
     )
+    fit_reward(reward, repeated, gen, "cpu")  # the spreads of these very replies
     rewards = rollout_raw(reward, repeated, gen, "cpu").view(len(prompts), cfg.samples)
     pairs = []
     for i, prompt in enumerate(prompts):

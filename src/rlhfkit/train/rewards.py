@@ -157,11 +157,20 @@ class PersonalityReward:
             out[term] = scorer(rendered)
         return out
 
+    def fit(self, prompts, texts, ids, attention_mask) -> None:
+        """Fit each term's spread on the starting policy's replies (``units: sd``), stored in
+        ``normalization["term_spreads"]`` so that checkpoints and provenance keep it."""
+        from rlhfkit.personality.spec import term_spreads
+
+        heads = self.head_scores(prompts, texts, ids, attention_mask)
+        self.normalization["term_spreads"] = term_spreads(self.spec, list(texts), heads)
+
     def raw(self, prompts, texts, ids, attention_mask) -> torch.Tensor:
         from rlhfkit.personality import composite_reward
 
         heads = self.head_scores(prompts, texts, ids, attention_mask)
-        values = composite_reward(self.spec, list(texts), heads)
+        spreads = self.normalization.get("term_spreads")
+        values = composite_reward(self.spec, list(texts), heads, spreads)
         return torch.tensor(values, dtype=torch.float32, device=ids.device)  # (b,)
 
     def provenance(self) -> dict[str, Any]:
@@ -223,6 +232,14 @@ def rollout_raw(reward: RewardFunction, prompts, gen, device) -> torch.Tensor:
     return reward.raw(prompts, gen.texts, *gen.rows(device))
 
 
+def fit_reward(reward: RewardFunction, prompts, gen, device) -> None:
+    """Let a reward fit what it derives from the starting policy's own replies (a personality
+    spec's per-term spreads) before anything is scored; rewards without a ``fit`` need none."""
+    fit = getattr(reward, "fit", None)
+    if fit is not None:
+        fit(prompts, gen.texts, *gen.rows(device))
+
+
 def fit_normalization(reward: RewardFunction, policy, prompts, n_samples: int, cfg, device):
     """Normalise the reward so the starting policy's own responses score mean 0, std 1
     (checklist point 7): sample ``n_samples`` prompts, generate as in training, store offset and
@@ -239,6 +256,7 @@ def fit_normalization(reward: RewardFunction, policy, prompts, n_samples: int, c
         max_prompt_tokens=cfg.max_prompt_length,
         seed=cfg.seed,
     )
+    fit_reward(reward, sample, gen, device)
     raw = rollout_raw(reward, sample, gen, device)
     norm = reward.normalization
     norm["offset"] = [raw.mean().item()]
