@@ -142,6 +142,22 @@ def test_store_ops_counts_statements_and_time(capsys):
     assert 5 <= result["statements_per_call"] <= 20
 
 
+def test_api_ops_times_the_hot_request_through_the_app(capsys):
+    api_ops = load("api_ops")
+    api_ops.main(["--raters", "3", "--rounds", "4", "--repeat", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["calls_per_run"] == 12
+    assert len(result["cpu_ms_per_call"]) == 2
+    assert 0 < result["cpu_ms_per_call_median"] < 1000
+
+
+@pytest.mark.parametrize("flag", ["--raters", "--rounds", "--repeat"])
+def test_api_ops_refuses_zero(flag, capsys):
+    with pytest.raises(SystemExit):
+        load("api_ops").main([flag, "0"])
+    assert f"{flag}: must be at least 1" in capsys.readouterr().err
+
+
 def test_store_ops_refuses_zero_raters():
     with pytest.raises(SystemExit):
         load("store_ops").main(["--raters", "0"])

@@ -74,6 +74,75 @@ def test_sqlite_writers_of_other_processes_queue_on_a_file_lock(tmp_path):
         os.close(again)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_bounded_wait_gives_up_before_writing_anything(tmp_path):
+    """Inside waiting_at_most, the first transaction waits at most the allowance for a writer
+    of another process (or thread), then raises WouldWait having written nothing; once it has
+    the lock, later transactions of the same call wait as usual."""
+    import fcntl
+    import time
+
+    from rlhfkit.store.engine import WouldWait, can_bound_the_wait, waiting_at_most
+
+    eng = make_engine(f"sqlite:///{tmp_path}/x.db")
+    upgrade(eng)
+    assert can_bound_the_wait(eng) and can_bound_the_wait(make_engine("sqlite://"))
+    other = os.open(tmp_path / "x.db-writelock", os.O_RDWR | os.O_CREAT)  # as another process
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(WouldWait), waiting_at_most(0.05), writing(eng) as conn:
+            conn.exec_driver_sql("CREATE TABLE never (x INTEGER)")
+        assert 0.05 <= time.monotonic() - started < 2
+        assert "never" not in inspect(eng).get_table_names()
+
+        # released during the allowance: it goes ahead
+        threading.Timer(0.05, fcntl.flock, (other, fcntl.LOCK_UN)).start()
+        with waiting_at_most(5), writing(eng) as conn:
+            conn.exec_driver_sql("CREATE TABLE first (x INTEGER)")
+            # a writer in another thread of this process is held off (and gives up) as well
+            outcome = []
+            worker = threading.Thread(target=lambda: outcome.append(_try_write(eng)))
+            worker.start()
+            worker.join()
+            assert isinstance(outcome[0], WouldWait)
+        assert "first" in inspect(eng).get_table_names()
+
+        # after one transaction the allowance is spent: the next one waits for the lock
+        entered = threading.Event()
+
+        def call():
+            with waiting_at_most(0.01):
+                with writing(eng):
+                    pass
+                fcntl.flock(other, fcntl.LOCK_EX)  # "the other process" takes it back
+                entered.set()
+                with writing(eng):
+                    entered.clear()
+
+        fcntl.flock(other, fcntl.LOCK_UN)
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert entered.wait(5)
+        time.sleep(0.1)
+        assert entered.is_set()  # still waiting, well past the allowance, no WouldWait
+        fcntl.flock(other, fcntl.LOCK_UN)
+        caller.join(5)
+        assert not caller.is_alive() and not entered.is_set()
+    finally:
+        os.close(other)
+
+
+def _try_write(eng):
+    from rlhfkit.store.engine import WouldWait, waiting_at_most
+
+    try:
+        with waiting_at_most(0.01), writing(eng):
+            return "wrote while another thread held the lock"
+    except WouldWait as exc:
+        return exc
+
+
 def test_in_memory_sqlite_needs_no_lock_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     eng = make_engine("sqlite://")

@@ -217,6 +217,8 @@ def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
 
     sqlite = platform.engine.dialect.name == "sqlite"
     assert platform.app.state.store_threads == (1 if sqlite else 8)
+    assert platform.app.state.store_inline == sqlite  # a file database: see the next test
+    platform.app.state.store_inline = False  # the lane, as after a long wait on SQLite
     pid = platform.project(
         [{"prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(4)]
     )
@@ -260,6 +262,72 @@ def test_hot_path_store_work_runs_in_a_lane_of_its_own(platform, monkeypatch):
     assert asyncio.run(burst(1, f"/api/v1/projects/{pid}/tasks/next")) == ([200] * 6, 1)
     assert asyncio.run(burst(2, f"/api/v1/projects/{pid}/tasks/next")) == ([200] * 6, 2)
     monkeypatch.undo()
+
+
+def test_sqlite_hot_path_runs_on_the_event_loop_unless_a_writer_holds_on(platform, monkeypatch):
+    """On SQLite the hot path's store work runs in the event loop's own thread; when another
+    writer keeps the write lock past the allowance, the call moves to the lane and the loop
+    goes on answering other requests meanwhile."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from rlhfkit.store import queue
+    from rlhfkit.store.engine import writing
+    from rlhfkit.web import deps
+
+    if platform.engine.dialect.name != "sqlite":
+        assert platform.app.state.store_inline is False  # PostgreSQL: always the lane
+        return
+    pid = platform.project(
+        [{"prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(4)]
+    )
+    ran_in = []
+    real = queue.next_task
+
+    def spy(*args, **kwargs):
+        ran_in.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "next_task", spy)
+    path = f"/api/v1/projects/{pid}/tasks/next"
+
+    async def scenario():
+        loop_thread = threading.current_thread()
+        transport = httpx.ASGITransport(app=platform.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = await client.post(path, headers=platform.raters[0])
+            assert first.status_code == 200
+            assert ran_in == [loop_thread]
+
+            # another writer (a long import, say) holds the write lock for 0.5 s
+            held, release = threading.Event(), threading.Event()
+
+            def long_writer():
+                with writing(platform.engine):
+                    held.set()
+                    release.wait(5)
+
+            writer = threading.Thread(target=long_writer)
+            writer.start()
+            assert held.wait(5)
+            started = time.perf_counter()
+            pending = asyncio.ensure_future(client.post(path, headers=platform.raters[1]))
+            await asyncio.sleep(3 * deps.INLINE_WAIT_S)
+            health = await client.get("/healthz")  # the loop is free while the call waits
+            assert health.status_code == 200 and not pending.done()
+            release.set()
+            second = await pending
+            writer.join()
+            return second.status_code, time.perf_counter() - started, loop_thread
+
+    status, waited, loop_thread = asyncio.run(scenario())
+    assert status == 200
+    assert len(ran_in) == 3  # inline (gave up: nothing written), then again in the lane
+    assert ran_in[1] is loop_thread and ran_in[2] is not loop_thread
+    assert waited >= 3 * deps.INLINE_WAIT_S
 
 
 @pytest.mark.parametrize("value", ["-1", "lots", "21"])

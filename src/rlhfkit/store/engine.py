@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -60,6 +62,7 @@ class _WriteLock:
         self._thread = threading.Lock()
         self._path: str | None = None
         self._fd: dict = {}  # {"fd": n, "pid": owner}; a dict so the finalizer sees reopens
+        self._one_process = not database or database == ":memory:"
         if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
             return
         self._path = os.path.abspath(f"{database}-writelock")
@@ -84,6 +87,13 @@ class _WriteLock:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
+    @property
+    def can_try(self) -> bool:
+        """Whether :meth:`try_acquire` sees every other writer: with the lock file, or for an
+        in-memory database (one process). Otherwise another process's writer is only seen by
+        SQLite's busy handler, which waits up to 30 s."""
+        return self._path is not None or self._one_process
+
     def acquire(self) -> None:
         self._thread.acquire()
         try:
@@ -91,6 +101,31 @@ class _WriteLock:
         except BaseException:
             self._thread.release()
             raise
+
+    def try_acquire(self, wait_s: float) -> bool:
+        """Take the lock if it is free within ``wait_s`` seconds; if not, False, holding
+        nothing. The file lock is polled (every 0.1 ms at first, then at most every 1 ms): a
+        blocking ``flock`` cannot be given a deadline."""
+        deadline = time.monotonic() + wait_s
+        if not self._thread.acquire(timeout=max(wait_s, 0.0)):
+            return False
+        try:
+            fd = self._descriptor() if self._path else None
+            pause = 0.0001
+            while fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        self._thread.release()
+                        return False
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.001)
+        except BaseException:
+            self._thread.release()
+            raise
+        return True
 
     def release(self) -> None:
         try:
@@ -167,11 +202,49 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class WouldWait(Exception):
+    """Raised by :func:`writing` inside :func:`waiting_at_most` when the write lock stayed taken
+    for the whole allowance. Nothing was written: the caller may make the same call again where
+    waiting is harmless (a worker thread)."""
+
+
+_WAIT_ALLOWANCE: ContextVar[float | None] = ContextVar("rlhfkit_wait_allowance", default=None)
+
+
+def can_bound_the_wait(engine: Engine) -> bool:
+    """Whether :func:`waiting_at_most` bounds the wait on ``engine``: a SQLite engine whose write
+    lock sees every other writer (:attr:`_WriteLock.can_try`). PostgreSQL's row locks are taken
+    inside the statements and cannot be tried first."""
+    lock = _WRITE_LOCKS.get(engine)
+    return lock is not None and lock.can_try
+
+
+@contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    """Inside this block the first :func:`writing` on a SQLite engine waits at most ``seconds``
+    for the write lock, then raises :class:`WouldWait`. Only the first: a call that has written
+    and then gave up would be half done, so any later transaction of the call waits as usual.
+
+    This is what lets the web app run the store's hot path on its event loop (see
+    ``rlhfkit.web.deps.run_store``): a call never blocks the loop for longer than ``seconds``
+    plus its own work."""
+    token = _WAIT_ALLOWANCE.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT_ALLOWANCE.reset(token)
+
+
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed when the block ends, rolled back on any error."""
     lock = _WRITE_LOCKS.get(engine)
-    if lock is not None:
+    allowance = _WAIT_ALLOWANCE.get()
+    if lock is not None and allowance is not None and lock.can_try:
+        if not lock.try_acquire(allowance):
+            raise WouldWait
+        _WAIT_ALLOWANCE.set(None)  # see waiting_at_most: later transactions wait
+    elif lock is not None:
         lock.acquire()
     try:
         with engine.connect() as conn:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rlhfkit.errors import InputError
 from rlhfkit.settings import Settings, get_settings
 from rlhfkit.store import Conflict, Forbidden, NotFound, make_engine
+from rlhfkit.store.engine import can_bound_the_wait
 from rlhfkit.web import deps, security
 from rlhfkit.web.api import admin as api_admin
 from rlhfkit.web.api import auth as api_auth
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.engine = engine
     app.state.store_threads = deps.store_threads(engine, settings.db_threads)
+    app.state.store_inline = can_bound_the_wait(engine)  # see deps.run_store
     app.state.models = ModelRegistry.from_setting(settings.runs_dir, settings.chat_models)
     app.state.sessions = security.Sessions(settings.secret_key or security.site_secret(engine))
     # Autoescape every template whatever its name: model and user text is untrusted.
