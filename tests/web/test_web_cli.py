@@ -166,6 +166,22 @@ def test_serve_migrates_and_answers(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_serve_picks_asyncio_loop_on_sqlite(tmp_path, monkeypatch):
+    """SQLite's hot path runs on the event loop; uvloop starved new connections under full
+    load there (docs/platform.md), so serve asks uvicorn for asyncio's loop."""
+    import uvicorn
+
+    from rlhfkit.store import make_engine
+    from rlhfkit.web.server import event_loop, serve
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options))
+    monkeypatch.setenv("RLHFKIT_DATABASE_URL", "sqlite://")  # serve hands its URL on this way
+    serve(database_url=f"sqlite:///{tmp_path}/s.db", workers=1)
+    assert seen["loop"] == "asyncio"
+    assert event_loop(make_engine("postgresql://u@127.0.0.1:1/x")) == "auto"
+
+
 def test_serve_refuses_bad_flags():
     assert main(["serve", "--workers", "0"]) == 2
     assert main(["serve", "--port", "70000"]) == 2

@@ -44,6 +44,21 @@ def _worker_socket(host: str, port: int) -> socket.socket:
         sys.exit(STARTUP_FAILURE)
 
 
+def event_loop(engine) -> str:
+    """uvicorn's event loop for a server on ``engine``: asyncio's own on SQLite, uvloop (when
+    installed) otherwise.
+
+    On SQLite the API's hot path does its store work on the event loop itself
+    (``rlhfkit.web.deps.run_store``), so under full load the loop never pauses. uvloop then left
+    new connections unserved for seconds: with 200 raters and no think time, requests on a
+    fresh connection (after a keep-alive limit ended the old one) waited 7 s at the median,
+    p99 over all requests 2.4-4.5 s. asyncio's loop takes them in turn (p99 296 ms), and with
+    think time the two loops measured within a few percent of each other (docs/platform.md)."""
+    from rlhfkit.store.engine import is_sqlite
+
+    return "asyncio" if is_sqlite(engine) else "auto"
+
+
 class PerWorkerSocket:
     """Stands in for the listening socket handed to each of uvicorn's worker processes: it is
     pickled on the way, and unpickles in the worker as a socket of the worker's own bound with
@@ -96,6 +111,7 @@ def serve(
     upgrade(engine)
     engine.dispose()
     options = dict(factory=True, host=host, port=port, log_level=log_level, access_log=False)
+    options["loop"] = event_loop(engine)
     if workers == 1 or not sys.platform.startswith("linux"):  # Linux spreads SO_REUSEPORT
         uvicorn.run("rlhfkit.web.app:create_app", workers=workers, **options)
         return
