@@ -566,8 +566,9 @@ def _add_platform_commands(sub) -> None:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (on Linux each on a socket of its own); on SQLite too, one per core"
-        " (two on two cores nearly double the throughput, see docs/platform.md)",
+        help="worker processes (on Linux each on a socket of its own): PostgreSQL gains from one"
+        " per core; on SQLite one serves about as much as two (its hot path runs on the event"
+        " loop, see docs/platform.md), and two keep serving while one restarts",
     )
     p.add_argument(
         "--models",
