@@ -3,8 +3,9 @@
 ``POST /api/v1/assignments/{id}/judgment?next=true`` (judge, get the next pair) called on the
 app built by ``rlhfkit.web.app.create_app`` over a fresh SQLite database, ``--raters`` raters
 taking turns, one request at a time. What it measures is the app's CPU per request: routing,
-token check, body validation, the store's transaction, serialising the answer, and the trips to
-the store lane's thread. It leaves out uvicorn's HTTP parsing and the sockets (in
+token check, body validation, the store's transaction, serialising the answer, and any trips
+to the store lane's thread (none on SQLite since the hot path runs on the event loop; this
+script is how that change was measured, see docs/platform.md). It leaves out uvicorn's HTTP parsing and the sockets (in
 ``benchmarks/platform_load.py``), and the queueing of concurrent requests. CPU time, not wall
 time, so it is steadier than the load benchmark on a shared machine; still compare two versions
 back to back (``--repeat`` alternates nothing, it repeats).

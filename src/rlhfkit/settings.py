@@ -32,9 +32,10 @@ class Settings(BaseSettings):
         ge=0,
         le=20,
         description="Per server process, how many of the API's hot-path calls (token check,"
-        " next task, submit) may use the store at once; 0: 1 on SQLite, 8 on PostgreSQL. At"
-        " most 20, the connection pool's size. SQLite writes take turns anyway, and more"
-        " threads only fight over Python's interpreter lock.",
+        " next task, submit) may use the store lane's threads at once; 0: 1 on SQLite, 8 on"
+        " PostgreSQL. At most 20, the connection pool's size. On SQLite the hot path runs on"
+        " the event loop and takes the lane only when the write lock is held long; SQLite"
+        " writes take turns anyway, and more threads only fight over Python's interpreter lock.",
     )
     keepalive_max_s: float = Field(
         default=10.0,

@@ -116,6 +116,12 @@ def test_spreads_by_hand_and_the_composite_in_sd_units():
     )
 
 
+def test_one_reply_has_no_spread():
+    spec = PersonalitySpec("p", "d", {"politeness": 1.0}, 1.0)
+    assert term_spreads(spec, ["Thanks!"]) == {}
+    assert term_spreads(spec, []) == {}
+
+
 def test_units_field(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(GOOD + "units: score\n")

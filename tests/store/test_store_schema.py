@@ -133,6 +133,29 @@ def test_a_bounded_wait_gives_up_before_writing_anything(tmp_path):
         os.close(other)
 
 
+def test_a_nested_bounded_wait_shares_the_outer_allowance(tmp_path):
+    """Once a call has written, no later transaction of it may give up, even one inside a
+    nested waiting_at_most block."""
+    import fcntl
+
+    from rlhfkit.store.engine import waiting_at_most
+
+    eng = make_engine(f"sqlite:///{tmp_path}/x.db")
+    upgrade(eng)
+    with waiting_at_most(0.01):
+        with waiting_at_most(0.01), writing(eng) as conn:
+            conn.exec_driver_sql("CREATE TABLE one (x INTEGER)")
+        other = os.open(tmp_path / "x.db-writelock", os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            threading.Timer(0.1, fcntl.flock, (other, fcntl.LOCK_UN)).start()
+            with writing(eng) as conn:  # waits for the lock rather than raising WouldWait
+                conn.exec_driver_sql("CREATE TABLE two (x INTEGER)")
+        finally:
+            os.close(other)
+    assert {"one", "two"} <= set(inspect(eng).get_table_names())
+
+
 def _try_write(eng):
     from rlhfkit.store.engine import WouldWait, waiting_at_most
 

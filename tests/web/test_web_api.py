@@ -318,15 +318,33 @@ def test_sqlite_hot_path_runs_on_the_event_loop_unless_a_writer_holds_on(platfor
             await asyncio.sleep(3 * deps.INLINE_WAIT_S)
             health = await client.get("/healthz")  # the loop is free while the call waits
             assert health.status_code == 200 and not pending.done()
+            # with the lane busy, the next write goes there without a wait on the loop
+            third = asyncio.ensure_future(client.post(path, headers=platform.raters[0]))
+            await asyncio.sleep(3 * deps.INLINE_WAIT_S)
+            assert not third.done()
             release.set()
             second = await pending
+            assert (await third).status_code == 200
             writer.join()
             return second.status_code, time.perf_counter() - started, loop_thread
 
+    allowances = []
+    real_wait = deps.waiting_at_most
+
+    def recorded(seconds):
+        allowances.append(seconds)
+        return real_wait(seconds)
+
+    monkeypatch.setattr(deps, "waiting_at_most", recorded)
     status, waited, loop_thread = asyncio.run(scenario())
     assert status == 200
-    assert len(ran_in) == 3  # inline (gave up: nothing written), then again in the lane
+    # rater 1: inline (gave up, nothing written), then in the lane; rater 0's second request:
+    # inline without a wait (the lane was busy), then in the lane
+    assert len(ran_in) == 5
     assert ran_in[1] is loop_thread and ran_in[2] is not loop_thread
+    assert ran_in[3] is loop_thread and ran_in[4] is not loop_thread
+    assert [a for a in allowances if a == 0.0]  # token checks and writes while the lane waited
+    assert allowances[0] == deps.INLINE_WAIT_S
     assert waited >= 3 * deps.INLINE_WAIT_S
 
 

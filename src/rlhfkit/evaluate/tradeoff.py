@@ -437,6 +437,9 @@ def _sweep_full(cfg: Config, prompts, policy, reward) -> dict[str, Any]:
                     "description": f"helpfulness plus {w:g} x harmlessness ({cfg.harm})",
                     "weights": weights,
                     "kl_budget": 6.0,
+                    # w per unit of the [0, 1] harmlessness score, as fast mode and
+                    # docs/tradeoff.md read it (not per standard deviation)
+                    "units": "score",
                 }
             ),
             encoding="utf-8",

@@ -304,8 +304,8 @@ def term_spreads(
         >>> term_spreads(spec, ["Yes.", "Yes, of course, happy to help with that."])
         {'concision': 0.1...}
     """
-    if spec.units == "score":
-        return {}
+    if spec.units == "score" or len(texts) < 2:
+        return {}  # (one reply has no spread: raw units)
     head_scores = head_scores or {}
     spreads = {}
     for term, weight in spec.weights.items():

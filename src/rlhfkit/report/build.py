@@ -446,7 +446,10 @@ def _personality(found, section: Section) -> None:
                     ["term", "weight"],
                     [[clip(t, MAX_NAME), w] for t, w in spec.weights.items()],
                     src,
-                    "Reward = sum of weight x (score - 0.5); positive rewards more of it.",
+                    "Reward = sum of weight x (score - 0.5) / spread, the spread being each"
+                    " term's standard deviation among the starting policy's replies (units: sd,"
+                    f" the default) or 1 (units: score); this spec: units {spec.units}."
+                    " Positive rewards more of it.",
                 )
             )
             break

@@ -49,11 +49,13 @@ class _WriteLock:
     Threads of this process queue on a thread lock. Other processes on the same file queue on
     ``flock`` of ``<database>-writelock``: a waiter blocks in the kernel and wakes as soon as
     the lock is free (SQLite's busy handler sleeps ever longer, up to 100 ms), and the kernel
-    drops the lock of a process that dies (kill -9 included). There is no time limit: a writer
-    waits as long as another process holds the lock, which it does only inside a write
-    transaction; a stopped (SIGSTOP) holder stalls writers, where SQLite alone would fail them
-    after its 30 s busy timeout. Polling with a deadline instead cost a quarter of the
-    throughput with two workers, each poll fighting for the interpreter lock. Without
+    drops the lock of a process that dies (kill -9 included). :meth:`acquire` has no time
+    limit: a writer waits as long as another process holds the lock, which it does only inside
+    a write transaction; a stopped (SIGSTOP) holder stalls writers, where SQLite alone would
+    fail them after its 30 s busy timeout. (Polling with a deadline instead, in a worker
+    thread, cost a quarter of the throughput with two workers, each poll fighting for the
+    interpreter lock.) :meth:`try_acquire` does poll, with a short deadline: it is for the
+    web app's event loop, which must not wait long (:func:`waiting_at_most`). Without
     ``fcntl`` (Windows), for in-memory or URI databases, or when the file cannot be opened,
     processes fall back to SQLite's own busy handler: correct, slower under contention.
     """
@@ -65,7 +67,8 @@ class _WriteLock:
         self._one_process = not database or database == ":memory:"
         if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
             return
-        self._path = os.path.abspath(f"{database}-writelock")
+        # realpath: a database reached through a symbolic link locks the same file
+        self._path = os.path.realpath(f"{database}-writelock")
         weakref.finalize(self, _close_fd, self._fd)
 
     def _descriptor(self) -> int | None:
@@ -208,7 +211,16 @@ class WouldWait(Exception):
     waiting is harmless (a worker thread)."""
 
 
-_WAIT_ALLOWANCE: ContextVar[float | None] = ContextVar("rlhfkit_wait_allowance", default=None)
+class _Allowance:
+    """How long the first transaction of a call may wait, and whether it has been taken."""
+
+    __slots__ = ("seconds", "spent")
+
+    def __init__(self, seconds: float):
+        self.seconds, self.spent = seconds, False
+
+
+_ALLOWANCE: ContextVar[_Allowance | None] = ContextVar("rlhfkit_wait_allowance", default=None)
 
 
 def can_bound_the_wait(engine: Engine) -> bool:
@@ -222,28 +234,33 @@ def can_bound_the_wait(engine: Engine) -> bool:
 @contextmanager
 def waiting_at_most(seconds: float) -> Iterator[None]:
     """Inside this block the first :func:`writing` on a SQLite engine waits at most ``seconds``
-    for the write lock, then raises :class:`WouldWait`. Only the first: a call that has written
-    and then gave up would be half done, so any later transaction of the call waits as usual.
+    for the write lock, then raises :class:`WouldWait` having done nothing. Only the first: a
+    call that has written and then gave up would be half done, so later transactions of the
+    call wait as usual (the web app's hot calls have one transaction, see
+    ``rlhfkit.web.deps.run_store``). A block inside another one shares the outer allowance.
 
-    This is what lets the web app run the store's hot path on its event loop (see
-    ``rlhfkit.web.deps.run_store``): a call never blocks the loop for longer than ``seconds``
-    plus its own work."""
-    token = _WAIT_ALLOWANCE.set(seconds)
+    SQLite's own busy handler is not bounded by this: a writer that does not take the lock
+    file (a migration run by hand, another program on the database) still makes ``BEGIN
+    IMMEDIATE`` wait up to its 30 s busy timeout."""
+    if _ALLOWANCE.get() is not None:
+        yield
+        return
+    token = _ALLOWANCE.set(_Allowance(seconds))
     try:
         yield
     finally:
-        _WAIT_ALLOWANCE.reset(token)
+        _ALLOWANCE.reset(token)
 
 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed when the block ends, rolled back on any error."""
     lock = _WRITE_LOCKS.get(engine)
-    allowance = _WAIT_ALLOWANCE.get()
-    if lock is not None and allowance is not None and lock.can_try:
-        if not lock.try_acquire(allowance):
-            raise WouldWait
-        _WAIT_ALLOWANCE.set(None)  # see waiting_at_most: later transactions wait
+    allowance = _ALLOWANCE.get()
+    if lock is not None and allowance is not None and not allowance.spent:
+        if not lock.can_try or not lock.try_acquire(allowance.seconds):
+            raise WouldWait  # (without the lock file a wait could not be bounded)
+        allowance.spent = True
     elif lock is not None:
         lock.acquire()
     try:

@@ -179,6 +179,7 @@ class PersonalityReward:
         entry: dict[str, Any] = {
             "personality": self.spec.name,
             "weights": self.spec.weights,
+            "units": self.spec.units,
             "kl_budget": self.spec.kl_budget,
         }
         if self.spec.source and Path(self.spec.source).is_file():

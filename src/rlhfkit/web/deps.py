@@ -49,34 +49,39 @@ async def run_store(request: Request, fn: Callable[..., T], /, *args: Any, **kwa
     """Run the store work of the API's hot path (the token check of every request, next task,
     submit).
 
-    **SQLite: on the event loop.** A call runs right here, in the loop's thread, when the
-    database's write lock comes free within ``INLINE_WAIT_S`` (20 ms; it is held for about a
-    millisecond per judgment, by one writer at a time across all workers). Only when it stays
-    taken longer (a large import, say) does the call go to the store lane below instead, so the
-    loop never stalls behind a long writer. Measured with two workers and 200 raters (docs/
-    platform.md): 1.2 instead of 1.4-1.9 ms of server CPU per judgment, and p99 latency 24-63 ms
-    instead of 86-208 ms. The thread trip cost more than the store work itself: each handed a
-    job to another thread, woke it, and then the two threads took turns at the interpreter lock
-    while the database's write lock waited for the one holding it.
+    **SQLite: on the event loop.** A call runs right here, in the loop's thread. Reads (the
+    token check) never wait for anyone. A write waits for the database's write lock at most
+    ``INLINE_WAIT_S`` (20 ms; the lock is held about a millisecond per judgment, by one writer
+    at a time across all workers); if it stays taken (a large import, say), the call gives up
+    before writing anything and goes to the store lane below. While the lane has calls of its
+    own in hand, writes go there without waiting on the loop at all, so a long writer costs the
+    loop one 20 ms wait, not one per request. Measured with two workers and 200 raters
+    (docs/platform.md, seventh session): about 1.2 instead of 1.4-1.9 ms of server CPU per
+    judgment, and p99 latency 37-63 ms instead of 85-88 ms in the same minutes. The trip to the
+    lane's thread cost more than the store work itself: handing the job over, waking the
+    thread, and then the two threads taking turns at the interpreter lock while the write lock
+    waited for the one holding it.
 
-    **The store lane** (PostgreSQL always; SQLite after a long wait, or where the write lock
-    cannot be tried, see ``rlhfkit.store.engine.can_bound_the_wait``): a limiter of the app's
-    own over worker threads, ``store_threads`` calls at once (1 on SQLite, 8 on PostgreSQL),
-    instead of the shared limit of 40, which only made forty threads fight over the interpreter
-    lock."""
+    **The store lane** (PostgreSQL always; on SQLite the calls that would wait, and every call
+    where the write lock cannot be tried, see ``rlhfkit.store.engine.can_bound_the_wait``): a
+    limiter of the app's own over worker threads, ``store_threads`` calls at once (1 on
+    SQLite, 8 on PostgreSQL), instead of the shared limit of 40, which only made forty threads
+    fight over the interpreter lock."""
     state = request.app.state
-    if state.store_inline:
-        try:
-            with waiting_at_most(INLINE_WAIT_S):
-                return fn(*args, **kwargs)
-        except WouldWait:
-            pass  # nothing was written: run the same call where waiting is harmless
     loop = asyncio.get_running_loop()
     lane = getattr(state, "store_lane", None)
     if lane is None or lane[0] is not loop:  # one per event loop (tests run several)
         lane = (loop, anyio.CapacityLimiter(state.store_threads))
         state.store_lane = lane
-    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=lane[1])
+    limiter = lane[1]
+    if state.store_inline:
+        lane_busy = limiter.borrowed_tokens > 0 or limiter.statistics().tasks_waiting > 0
+        try:
+            with waiting_at_most(0.0 if lane_busy else INLINE_WAIT_S):
+                return fn(*args, **kwargs)
+        except WouldWait:
+            pass  # nothing was written: run the same call where waiting is harmless
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
 
 
 async def api_user(
