@@ -4,6 +4,7 @@ signed cookie for pages), role checks, CSRF and templates."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -53,9 +54,12 @@ async def run_store(request: Request, fn: Callable[..., T], /, *args: Any, **kwa
     token check) never wait for anyone. A write waits for the database's write lock at most
     ``INLINE_WAIT_S`` (20 ms; the lock is held about a millisecond per judgment, by one writer
     at a time across all workers); if it stays taken (a large import, say), the call gives up
-    before writing anything and goes to the store lane below. While the lane has calls of its
-    own in hand, writes go there without waiting on the loop at all, so a long writer costs the
-    loop one 20 ms wait, not one per request. Measured with two workers and 200 raters
+    before writing anything and goes to the store lane below. Once a call has waited in the
+    lane longer than that too (a long writer, not the usual turn-taking), writes go to the lane
+    without waiting on the loop until the lane's waiting calls are through, so a long writer
+    costs the loop one 20 ms wait, not one per request. (Sending writes to the lane whenever it
+    was busy at all fed on itself under full load: the lock is taken most of the time then, so
+    each fallback caused more.) Measured with two workers and 200 raters
     (docs/platform.md, seventh session): about 1.2 instead of 1.4-1.9 ms of server CPU per
     judgment, and p99 latency 37-63 ms instead of 85-88 ms in the same minutes. The trip to the
     lane's thread cost more than the store work itself: handing the job over, waking the
@@ -71,17 +75,24 @@ async def run_store(request: Request, fn: Callable[..., T], /, *args: Any, **kwa
     loop = asyncio.get_running_loop()
     lane = getattr(state, "store_lane", None)
     if lane is None or lane[0] is not loop:  # one per event loop (tests run several)
-        lane = (loop, anyio.CapacityLimiter(state.store_threads))
+        lane = (loop, anyio.CapacityLimiter(state.store_threads), {})
         state.store_lane = lane
-    limiter = lane[1]
-    if state.store_inline:
-        lane_busy = limiter.borrowed_tokens > 0 or limiter.statistics().tasks_waiting > 0
-        try:
-            with waiting_at_most(0.0 if lane_busy else INLINE_WAIT_S):
-                return fn(*args, **kwargs)
-        except WouldWait:
-            pass  # nothing was written: run the same call where waiting is harmless
-    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
+    _, limiter, fallbacks = lane  # fallbacks: calls sent to the lane by a wait -> since when
+    if not state.store_inline:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
+    now = time.monotonic()
+    long_writer = any(now - since > INLINE_WAIT_S for since in fallbacks.values())
+    try:
+        with waiting_at_most(0.0 if long_writer else INLINE_WAIT_S):
+            return fn(*args, **kwargs)
+    except WouldWait:
+        pass  # nothing was written: run the same call where waiting is harmless
+    key = object()
+    fallbacks[key] = now
+    try:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
+    finally:
+        del fallbacks[key]
 
 
 async def api_user(
