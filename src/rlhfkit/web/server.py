@@ -88,8 +88,8 @@ def serve(
 
     PostgreSQL gains from a worker per core. On SQLite one worker serves about as much as two
     (its hot path runs on the event loop and the writers of all workers take turns at one
-    write lock; measured 873 against 861 judgments/s on two cores, docs/platform.md), but two
-    keep serving while one restarts. ``models``: the comma-separated models the chat page and
+    write lock; measured 840-873 against 861-888 judgments/s on two cores, docs/platform.md),
+    but two keep serving while one restarts. ``models``: the comma-separated models the chat page and
     ``/v1`` serve (default: the ``chat_models`` setting; empty there too: default, tiny and
     every run).
     """
