@@ -88,7 +88,7 @@ async def run_store(request: Request, fn: Callable[..., T], /, *args: Any, **kwa
     except WouldWait:
         pass  # nothing was written: run the same call where waiting is harmless
     key = object()
-    fallbacks[key] = now
+    fallbacks[key] = time.monotonic()  # from entering the lane, after the wait just spent
     try:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter)
     finally:
