@@ -180,6 +180,8 @@ def test_serve_picks_asyncio_loop_on_sqlite(tmp_path, monkeypatch):
     serve(database_url=f"sqlite:///{tmp_path}/s.db", workers=1)
     assert seen["loop"] == "asyncio"
     assert event_loop(make_engine("postgresql://u@127.0.0.1:1/x")) == "auto"
+    # a URI database has no lock file: its hot path takes the lane, so uvloop stays
+    assert event_loop(make_engine(f"sqlite:///file:{tmp_path}/u.db?uri=true")) == "auto"
 
 
 def test_serve_refuses_bad_flags():

@@ -45,8 +45,8 @@ def _worker_socket(host: str, port: int) -> socket.socket:
 
 
 def event_loop(engine) -> str:
-    """uvicorn's event loop for a server on ``engine``: asyncio's own on SQLite, uvloop (when
-    installed) otherwise.
+    """uvicorn's event loop for a server on ``engine``: asyncio's own where the hot path runs on
+    the loop (SQLite with its lock file), uvloop (when installed) otherwise.
 
     On SQLite the API's hot path does its store work on the event loop itself
     (``rlhfkit.web.deps.run_store``), so under full load the loop never pauses. uvloop then left
@@ -54,9 +54,10 @@ def event_loop(engine) -> str:
     fresh connection (after a keep-alive limit ended the old one) waited 7 s at the median,
     p99 over all requests 2.4-4.5 s. asyncio's loop takes them in turn (p99 296 ms), and with
     think time the two loops measured within a few percent of each other (docs/platform.md)."""
-    from rlhfkit.store.engine import is_sqlite
+    from rlhfkit.store.engine import can_bound_the_wait
 
-    return "asyncio" if is_sqlite(engine) else "auto"
+    # the same test create_app uses to run the hot path on the loop (app.state.store_inline)
+    return "asyncio" if can_bound_the_wait(engine) else "auto"
 
 
 class PerWorkerSocket:
