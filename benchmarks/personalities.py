@@ -39,6 +39,15 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="PPO iterations per personality")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument(
+        "--method",
+        choices=("ppo", "dpo"),
+        default="ppo",
+        help="ppo: the composite reward is PPO's reward; dpo: best and worst of --samples"
+        " replies per training prompt, ranked by the composite reward, become DPO pairs",
+    )
+    parser.add_argument("--samples", type=int, default=8, help="dpo: replies per prompt")
+    parser.add_argument("--beta", type=float, default=0.1, help="dpo: KL strength")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -47,6 +56,8 @@ def main(argv=None) -> int:
     if args.fast:
         args.policy, args.steps, args.batch_size, args.lr = "tiny", 2, 4, 1e-3
         args.train_prompts, args.heldout_prompts, args.max_new_tokens = 8, 4, 8
+        if args.method == "dpo":  # the tiny model's replies often tie: fewer pairs
+            args.batch_size = 2
 
     import torch
 
@@ -63,7 +74,7 @@ def main(argv=None) -> int:
     train_file = write_prompts(train, args.out / "train-prompts.jsonl")
     heldout_file = write_prompts(heldout, args.out / "heldout-prompts.jsonl")
 
-    runs, seconds = [], {}
+    runs, seconds, pair_gaps = [], {}, {}
     for spec in args.specs:
         started = time.time()
         run = train_personality(
@@ -72,8 +83,12 @@ def main(argv=None) -> int:
                 policy=args.policy,
                 prompts=str(train_file),
                 out=args.out / spec,
+                method=args.method,
                 steps=args.steps,
                 batch_size=args.batch_size,
+                samples=args.samples,
+                pair_prompts=len(train),
+                beta=args.beta,
                 lr=args.lr,
                 max_new_tokens=args.max_new_tokens,
                 seed=args.seed,
@@ -82,6 +97,8 @@ def main(argv=None) -> int:
         seconds[spec] = round(time.time() - started, 1)
         print(f"[personalities] {spec}: {run} in {seconds[spec]:.0f}s", file=sys.stderr)
         runs.append(str(run))
+        if args.method == "dpo":
+            pair_gaps[spec] = _pair_gaps(run / "pairs.jsonl")
 
     started = time.time()
     # start first, so every difference is measured from it; then the two against each other,
@@ -100,14 +117,19 @@ def main(argv=None) -> int:
         "command": "python benchmarks/personalities.py " + " ".join(argv or sys.argv[1:]),
         "policy": args.policy,
         "specs": args.specs,
+        "method": args.method,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        **({"samples": args.samples, "beta": args.beta} if args.method == "dpo" else {}),
         "max_new_tokens": args.max_new_tokens,
         "train_prompts": len(train),
         "comparison": report,
         "contrast": contrast,
         "seconds": seconds,
+        # dpo: what the ranking taught, per attribute: mean score of the chosen reply minus
+        # the rejected one over the training pairs
+        **({"pair_gaps": pair_gaps} if pair_gaps else {}),
         "final_kl": {
             spec: _last(run, "objective/kl") for spec, run in zip(args.specs, runs, strict=True)
         },
@@ -116,6 +138,21 @@ def main(argv=None) -> int:
     print(format_comparison(report))
     print(json.dumps({"result": str(args.out / "result.json"), "seconds": seconds}))
     return 0
+
+
+def _pair_gaps(pairs_file: Path) -> dict[str, float]:
+    """Mean chosen-minus-rejected score of every built-in attribute over DPO's ranked pairs."""
+    from rlhfkit.data import read_preferences
+    from rlhfkit.personality.scorers import ATTRIBUTES, score
+
+    pairs = read_preferences(str(pairs_file))
+    chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    return {
+        name: round(
+            sum(score(name, chosen)) / len(pairs) - sum(score(name, rejected)) / len(pairs), 4
+        )
+        for name in ATTRIBUTES
+    } | {"pairs": len(pairs)}
 
 
 def _last(run: str, key: str) -> float | None:

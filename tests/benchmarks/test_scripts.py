@@ -108,6 +108,23 @@ def test_personalities_benchmark_fast_mode_compares_both_with_the_start(tmp_path
     assert set(result["final_kl"]) == {"concise", "warm-and-polite"}
 
 
+def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, shared_data):
+    shared_data("oasst/en_100_message.jsonl")
+    out = tmp_path / "pers-dpo"
+    argv = ["--fast", "--method", "dpo", "--samples", "4", "--out", str(out)]
+    assert load("personalities").main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "dpo" and result["samples"] == 4
+    gaps = result["pair_gaps"]
+    assert set(gaps) == {"concise", "warm-and-polite"}
+    for spec in gaps:
+        pairs = [json.loads(x) for x in (out / spec / "pairs.jsonl").read_text().splitlines()]
+        assert gaps[spec]["pairs"] == len(pairs) > 0
+    # the tiny model's token salad never hedges or formats: concise ranks by concision alone
+    assert gaps["concise"]["concision"] > 0
+    assert gaps["concise"]["length"] == pytest.approx(-gaps["concise"]["concision"])
+
+
 def test_personalities_benchmark_names_a_missing_data_dir(tmp_path):
     from rlhfkit.errors import InputError
 

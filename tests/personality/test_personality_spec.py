@@ -104,10 +104,11 @@ def test_spreads_by_hand_and_the_composite_in_sd_units():
     spreads = term_spreads(spec, ["x", "y", "z"], heads)
     # a: sample std of 0.2, 0.4, 0.6 is 0.2; b: std 0.0115 is below the floor; c: weight 0
     assert spreads == pytest.approx({"head:a": 0.2, "head:b": MIN_SPREAD})
-    # text 0: 2 * (0.2 - 0.5) / 0.2 - 1 * (0.5 - 0.5) / 0.05 = -3
-    # text 2: 2 * (0.6 - 0.5) / 0.2 - 1 * (0.52 - 0.5) / 0.05 = 1 - 0.4
+    assert MIN_SPREAD == 0.1
+    # text 0: 2 * (0.2 - 0.5) / 0.2 - 1 * (0.5 - 0.5) / 0.1 = -3
+    # text 2: 2 * (0.6 - 0.5) / 0.2 - 1 * (0.52 - 0.5) / 0.1 = 1 - 0.2
     rewards = composite_reward(spec, ["x", "y", "z"], heads, spreads)
-    assert rewards == pytest.approx([-3.0, -1.0, 0.6])
+    assert rewards == pytest.approx([-3.0, -1.0, 0.8])
     # the same spec in score units: no spreads, the raw arithmetic
     raw = PersonalitySpec("p", "d", spec.weights, 1.0, units="score")
     assert term_spreads(raw, ["x", "y", "z"], heads) == {}

@@ -107,6 +107,30 @@ def test_head_terms_come_from_the_named_reward_model(heads_model):
     assert reward.raw([[]] * 2, texts, ids, mask).tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_fit_scores_the_heads_once_for_the_normalisation_that_follows(heads_model):
+    tok = tiny_policy().tokenizer
+    reward = load_reward(f"personality:helpful-harmless@{heads_model}", tok)
+    texts, other = ["Thank you, happy to help.", "No.", "Maybe."], ["Sure.", "Never.", "Yes!"]
+    rows, other_rows = _rollout(tok, texts), _rollout(tok, other)
+    prompts = [[]] * 3
+    fresh = reward.head_scores(prompts, texts, *rows)
+    calls = []
+    real = reward.head_scores
+    reward.head_scores = lambda *a: calls.append(a[1]) or real(*a)
+    reward.fit(prompts, texts, *rows)
+    assert calls == [texts]
+    spreads = reward.normalization["term_spreads"]
+    expected = composite_reward(reward.spec, texts, fresh, spreads)
+    # the same replies right after the fit: the fit's head scores, no second forward
+    assert reward.raw(prompts, texts, *rows).tolist() == pytest.approx(expected, abs=1e-6)
+    assert calls == [texts]
+    # once only, and never for other replies: those are scored afresh
+    assert reward.raw(prompts, texts, *rows).tolist() == pytest.approx(expected, abs=1e-6)
+    reward.fit(prompts, texts, *rows)
+    reward.raw(prompts, other, *other_rows)
+    assert calls == [texts, texts, texts, other]
+
+
 def test_reward_references_and_their_errors(tmp_path, heads_model):
     tok = tiny_policy().tokenizer
     assert isinstance(load_reward(str(heads_model), tok), RewardModelReward)

@@ -63,9 +63,13 @@ _OPTIONAL = ("units",)
 UNITS = ("sd", "score")
 """``sd``: weights per standard deviation of each attribute among the starting policy's replies;
 ``score``: per unit of the raw [0, 1] score."""
-MIN_SPREAD = 0.05
+MIN_SPREAD = 0.1
 """Floor of a fitted spread: an attribute the starting policy never varies in (sarcasm, say)
-would otherwise turn its first occurrence into an enormous reward."""
+would otherwise turn its first occurrence into an enormous reward. At 0.05 (the seventh
+session's value) ``sarcasm: -0.5`` cost 10 per unit of score, so one reply the sarcasm scorer
+flagged outweighed the politeness differences of a whole batch (docs/personality.md, "Third
+run"); 0.1 is about the spread of the attributes the default model does vary in (politeness
+0.075, formatting 0.26)."""
 
 
 @dataclass

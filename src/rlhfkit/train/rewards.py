@@ -110,6 +110,7 @@ class PersonalityReward:
         self.spec = load_spec(spec_ref)
         self.heads_path = heads
         self.normalization: dict[str, Any] = {}
+        self._fitted: tuple[list[str], dict[str, list[float]]] | None = None
         self.head_model = None
         labels = self.spec.heads()
         if labels and heads is None:
@@ -164,11 +165,18 @@ class PersonalityReward:
 
         heads = self.head_scores(prompts, texts, ids, attention_mask)
         self.normalization["term_spreads"] = term_spreads(self.spec, list(texts), heads)
+        # the trainer scores these same replies next (the reward's offset and scale): keep the
+        # heads' scores for that one call rather than run the reward models over them again
+        self._fitted = (list(texts), heads)
 
     def raw(self, prompts, texts, ids, attention_mask) -> torch.Tensor:
         from rlhfkit.personality import composite_reward
 
-        heads = self.head_scores(prompts, texts, ids, attention_mask)
+        fitted, self._fitted = self._fitted, None
+        if fitted is not None and fitted[0] == list(texts):
+            heads = fitted[1]
+        else:
+            heads = self.head_scores(prompts, texts, ids, attention_mask)
         spreads = self.normalization.get("term_spreads")
         values = composite_reward(self.spec, list(texts), heads, spreads)
         return torch.tensor(values, dtype=torch.float32, device=ids.device)  # (b,)
