@@ -215,6 +215,8 @@ def test_personality_train_ppo_and_dpo_then_compare_cli(tmp_path, prompts, capsy
     info = json.loads((run / "personality.json").read_text())
     assert info["personality"] == "concise" and info["method"] == "ppo"
     assert json.loads((run / "config.yaml").read_text().split("target_kl: ")[1].split()[0]) == 6.0
+    # the controller's horizon is sized to the run (2 steps of 4), so the budget can bind
+    assert "kl_horizon: 4\n" in (run / "config.yaml").read_text()
     # the spec's scores are the whole reward: no fixed score replaces unfinished replies
     assert "missing_eos_penalty: null" in (run / "config.yaml").read_text()
 

@@ -78,6 +78,25 @@ def reward_reference(spec: str, heads: str | None) -> str:
     return f"{ref}@{heads}" if heads else ref
 
 
+KL_HORIZON_FRACTION = 0.1
+"""The adaptive KL controller's horizon, as a share of the run's rollouts."""
+
+
+def kl_horizon(steps: int, batch_size: int) -> int:
+    """The adaptive KL controller's horizon for a run of ``steps`` x ``batch_size`` rollouts: a
+    tenth of them, so that the spec's budget binds within the run.
+
+    The controller moves its coefficient by at most 20 % of the error per horizon's worth of
+    rollouts: over a whole run at most a factor ``exp(0.2 * rollouts / horizon)``. PPO's fixed
+    horizon of 10,000 allowed a factor of 1.1 over 24 steps of 8, so the concise run spent a KL
+    of 15.8 against its budget of 6 (docs/personality.md, "Third run"); a tenth allows up to 7.4.
+
+    >>> kl_horizon(24, 8)
+    19
+    """
+    return max(batch_size, int(steps * batch_size * KL_HORIZON_FRACTION))
+
+
 def train_personality(cfg: Config) -> Path:
     """Train ``cfg.policy`` towards ``cfg.spec``; returns the run directory (``model/`` is the
     trained policy). Example in the module docstring."""
@@ -123,6 +142,7 @@ def _train_ppo(cfg: Config, spec, out: Path) -> Path:
             # the spec's KL budget is what training may spend to reach the personality
             adaptive_kl=True,
             target_kl=spec.kl_budget,
+            kl_horizon=kl_horizon(cfg.steps, cfg.batch_size),
             # The spec's scores are the whole reward: PPO's fixed score for replies that do not
             # end within max_new_tokens would replace them for most replies of a small model
             # (a flat -1 teaches nothing) and reward brevity in every personality alike.
