@@ -21,6 +21,9 @@ Usage::
     python benchmarks/bias_propagation.py --fast --out runs/bias-propagation-fast   # ~minutes
     python benchmarks/bias_propagation.py --model default --out runs/bias-propagation
 
+``--labels-from DIR`` reruns PPO and the audit from an earlier run's judgments and reward models;
+with ``--audit-only`` also from its PPO runs (only the audit runs again).
+
 ``--fast`` uses the tiny random model and synthetic candidate replies (a smoke test of the
 whole pipeline, used by tests/raters/test_propagation.py); ``--model default`` generates the
 candidates with SmolLM2-135M-Instruct and trains its reward models and PPO runs.
@@ -131,7 +134,9 @@ def write_prompts(prompts: list[list[dict]], path: Path) -> None:
 
 def contrast(a: dict | None, b: dict | None) -> dict | None:
     """b - a with a normal-approximation 95 % interval from the two intervals (independent
-    estimates; conservative for the policy stage, whose two shifts share a reference)."""
+    estimates; conservative for the policy stage, whose two shifts share a reference: there
+    ``contrast_paired``, the audit's paired comparison of the two policies, is the sharper
+    test)."""
     if not a or not b or a["estimate"] is None or b["estimate"] is None:
         return None
     se = math.hypot((a["ci_high"] - a["ci_low"]) / 3.92, (b["ci_high"] - b["ci_low"]) / 3.92)
@@ -146,10 +151,12 @@ def run(
     fast: bool,
     reuse: str | None = None,
     labels_from: Path | None = None,
+    audit_only: bool = False,
 ) -> dict:
     """The whole experiment into ``out``. ``reuse``: a candidates.jsonl to label instead of
     sampling new pairs. ``labels_from``: an earlier run's directory whose judgments and reward
-    models are used as they are (only PPO and the audit run again, e.g. with more PPO steps)."""
+    models are used as they are (only PPO and the audit run again, e.g. with more PPO steps);
+    with ``audit_only`` its PPO runs too (only the audit runs again)."""
     from rlhfkit.raters.personas import load_pool
     from rlhfkit.raters.simulate import (
         LocalPlatform,
@@ -170,7 +177,7 @@ def run(
     log(f"{len(train_prompts)} candidate prompts, {len(held)} held out")
 
     if labels_from is not None:
-        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0)
+        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0, audit_only)
 
     # 2. candidates: two replies per prompt, the same pairs for both pools
     if reuse is not None:
@@ -253,15 +260,18 @@ def _ppo(settings: Settings, name: str, rm_model: Path, labels: Path, out: Path,
     return ppo_dir
 
 
-def _rerun_policies(settings, out, fast, labels_from: Path, held, timings, t0) -> dict:
-    """PPO and the audit again, from an earlier run's judgments and reward models."""
+def _rerun_policies(
+    settings, out, fast, labels_from: Path, held, timings, t0, audit_only=False
+) -> dict:
+    """PPO and the audit again, from an earlier run's judgments and reward models (with
+    ``audit_only``, the audit alone, of the earlier run's PPO runs)."""
     from rlhfkit.errors import InputError
 
     earlier_file = labels_from / "result.json"
+    needed = ("preferences.jsonl", "rm/model") + (("ppo/model",) if audit_only else ())
     missing = [
         p
-        for p in [earlier_file]
-        + [labels_from / n / f for n in POOLS for f in ("preferences.jsonl", "rm/model")]
+        for p in [earlier_file] + [labels_from / n / f for n in POOLS for f in needed]
         if not p.exists()
     ]
     if missing:
@@ -269,6 +279,13 @@ def _rerun_policies(settings, out, fast, labels_from: Path, held, timings, t0) -
             f"--labels-from {labels_from}: {missing[0]} not found (run it in full first)"
         )
     earlier = json.loads(earlier_file.read_text("utf-8"))
+    if audit_only:
+        # nothing is trained again: the earlier run's settings describe what is audited
+        runs = [labels_from / name / "ppo" for name in POOLS]
+        return _audit_and_result(
+            Settings(**earlier["settings"]), out, fast, earlier["pairs"], earlier["platform"],
+            runs, held, timings, t0, labels_from=str(labels_from),
+        )  # fmt: skip
     runs = [
         _ppo(
             settings,
@@ -315,6 +332,9 @@ def _audit_and_result(
     }
     for per_pool in stages.values():
         per_pool["contrast"] = contrast(per_pool["balanced"], per_pool["length-loving"])
+    # the policies met the same held-out prompts and seeds: their difference measured directly
+    paired = report.get("policy_contrasts") or [{}]
+    stages["policy"]["contrast_paired"] = paired[0].get("attributes", {}).get("length")
     result = {
         "settings": asdict(settings),
         "fast": fast,
@@ -342,6 +362,9 @@ def summary_table(result: dict) -> str:
     for stage, row in result["length"].items():
         cells = [cell(row[k]) for k in ("balanced", "length-loving", "contrast")]
         lines.append(f"{stage:14s} {cells[0]:28s} {cells[1]:28s} {cells[2]:28s}")
+    if result["length"]["policy"].get("contrast_paired"):
+        paired = cell(result["length"]["policy"]["contrast_paired"])
+        lines.append(f"{'policy, paired':14s} {'':57s} {paired:28s}")
     for name, words in result["policy_words"].items():
         if words:
             lines.append(f"{name}: mean words {words['reference']:.1f} -> {words['policy']:.1f}")
@@ -368,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         " the audit (e.g. with more --ppo-steps)",
     )
     parser.add_argument(
+        "--audit-only",
+        action="store_true",
+        help="with --labels-from: reuse its PPO runs too, and run only the audit again",
+    )
+    parser.add_argument(
         "--ppo-eos-penalty",
         type=float,
         default=None,
@@ -387,7 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         values["model"] = args.model
     values["ppo_eos_penalty"] = args.ppo_eos_penalty
-    result = run(Settings(**values), Path(args.out), args.fast, args.candidates, args.labels_from)
+    if args.audit_only and args.labels_from is None:
+        parser.error("--audit-only needs --labels-from DIR (the run whose PPO runs to audit)")
+    result = run(
+        Settings(**values),
+        Path(args.out),
+        args.fast,
+        args.candidates,
+        args.labels_from,
+        audit_only=args.audit_only,
+    )
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return 0
 

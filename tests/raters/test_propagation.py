@@ -18,6 +18,7 @@ from rlhfkit.raters.personas import attribute_values, load_pool
 from rlhfkit.raters.propagation import (
     build_probes,
     format_propagation,
+    policy_contrasts,
     policy_shift,
     probe_regression,
     rater_stage,
@@ -95,6 +96,25 @@ def test_policy_shift_is_a_paired_mean_with_an_interval():
     assert details["words"]["policy"] == pytest.approx(details["words"]["reference"] + 3)
     same, _ = policy_shift(ref, ref, ["length"])
     assert same["length"].estimate == 0 and not same["length"].significant
+
+
+def test_policy_contrast_is_paired_between_runs_sampled_alike():
+    rng = np.random.default_rng(0)
+    # prompts differ a lot in reply length; run b adds 2 words to run a's reply to every prompt
+    a = [[" ".join(["w"] * int(n))] for n in rng.integers(3, 60, size=40)]
+    b = [[r[0] + " two more"] for r in a]
+    report = {"runs": [{"run": "runs/bal/ppo"}, {"run": "runs/long/ppo"}, {"run": "runs/x/ppo"}]}
+    key = ("ref", "prompts.jsonl", 40, 1, 64, 0.7)
+    other = ("ref", "prompts.jsonl", 40, 1, 32, 0.7)  # sampled with another length: no pair
+    (c,) = policy_contrasts(report, [(key, a), (key, b), (other, b)], ["length"])
+    assert (c["run"], c["minus"], c["n_prompts"]) == ("long/ppo", "bal/ppo", 40)
+    diffs = [log_words(x[0]) - log_words(y[0]) for x, y in zip(b, a, strict=True)]
+    e = c["attributes"]["length"]
+    assert e["estimate"] == pytest.approx(np.mean(diffs)) and e["significant"]
+    # the prompt-to-prompt spread of lengths cancels: far narrower than the unpaired interval
+    spread = np.std([log_words(x[0]) for x in b], ddof=1) * np.sqrt(2 / 40) * 1.96 * 2
+    assert e["ci_high"] - e["ci_low"] < spread / 5
+    assert policy_contrasts(report, [None, (key, b), (key, a)], ["length"]) == []
 
 
 def test_rater_stage_sees_the_length_loving_pool():
@@ -215,6 +235,10 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
         table.startswith("attribute") and "balanced/ppo" in table and "length-loving/ppo" in table
     )
     assert (tmp_path / "audit" / "propagation.txt").read_text().strip() == table.strip()
+    (paired,) = report["policy_contrasts"]  # the two policies met the same prompts and seeds
+    assert (paired["run"], paired["minus"]) == ("length-loving/ppo", "balanced/ppo")
+    assert set(paired["attributes"]) == {"length", "politeness"}
+    assert "length-loving/ppo minus balanced/ppo (paired over 4 prompts" in table
 
     # Rerun only PPO and the audit from the same judgments and reward models: the raters' and
     # the reward models' stages are the same numbers; the new PPO runs live in the new --out.
@@ -228,6 +252,18 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
     assert rerun["platform"] == result["platform"] and rerun["pairs"] == result["pairs"]
     assert len((again / "balanced" / "ppo" / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (again / "balanced" / "rm").exists()
+    assert rerun["length"]["policy"]["contrast_paired"] is not None
+
+    # The audit alone, of the first run's PPO runs: the same numbers, nothing trained again.
+    audit = tmp_path / "bp-audit"
+    argv = ["--fast", "--out", str(audit), "--labels-from", str(out), "--audit-only", "--json"]
+    assert _benchmark().main(argv) == 0
+    audited = json.loads(capsys.readouterr().out)
+    assert audited["length"] == result["length"] and audited["settings"] == result["settings"]
+    assert not (audit / "balanced").exists() and (audit / "audit" / "propagation.json").exists()
+    with pytest.raises(SystemExit):
+        _benchmark().main(["--fast", "--out", str(audit), "--audit-only"])
+    assert "--audit-only needs --labels-from" in capsys.readouterr().err
 
 
 def test_benchmark_labels_from_a_directory_without_a_full_run(tmp_path, capsys):

@@ -433,11 +433,13 @@ def audit_propagation(
         raise InputError("--n-prompts must be >= 2 and --samples >= 1")
     probe_set = build_probes(probes)
     reference_cache: dict[tuple, list[list[str]]] = {}
+    sampled: list[tuple[tuple, list[list[str]]] | None] = []  # per run: (key, its replies)
     report_runs = []
     for run in runs:
         lineage = trace_run(run)
         stages: dict[str, dict[str, Any]] = {}
         extra: dict[str, Any] = {}
+        sampled.append(None)
         if lineage.preference_data is not None:
             pairs = read_preferences(lineage.preference_data, lineage.data_format)
             stages["raters"] = rater_stage(pairs, attributes)
@@ -462,6 +464,7 @@ def audit_propagation(
                 )
             mine = sample_replies(lineage.policy, held, samples, tokens, lineage.temperature, seed)
             stages["policy"], extra = policy_shift(mine, reference_cache[key], attributes)
+            sampled[-1] = (key, mine)
             extra["examples"] = [
                 {"prompt": held[i][-1]["content"], "reference": reference_cache[key][i][0],
                  "policy": mine[i][0]}
@@ -492,9 +495,38 @@ def audit_propagation(
         "settings": {"n_prompts": n_prompts, "samples": samples, "seed": seed},
         "runs": report_runs,
     }
+    report["policy_contrasts"] = policy_contrasts(report, sampled, attributes)
     if out is not None:
         write_report(report, out)
     return report
+
+
+def policy_contrasts(
+    report: dict[str, Any],
+    sampled: list[tuple[tuple, list[list[str]]] | None],
+    attributes: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Each later run's policy minus the first run's, paired over the held-out prompts.
+
+    Runs whose policies were sampled alike (same reference, prompts, samples, length and
+    temperature) met the same prompts and the same random numbers, so their difference is best
+    measured directly, reply set against reply set, with a paired t-interval over prompts: the
+    reference's own sampling noise, which each run's shift carries, cancels. (Subtracting the two
+    shifts' intervals as if independent counts that noise twice.)"""
+    labels = run_labels(report)
+    if not sampled or sampled[0] is None:
+        return []
+    first_key, first = sampled[0]
+    out = []
+    for label, entry in zip(labels[1:], sampled[1:], strict=True):
+        if entry is None or entry[0] != first_key:
+            continue
+        shift, _ = policy_shift(entry[1], first, attributes)
+        out.append(
+            {"run": label, "minus": labels[0], "stage": "policy", "n_prompts": len(first),
+             "attributes": {a: e.to_dict() for a, e in shift.items()}}
+        )  # fmt: skip
+    return out
 
 
 def _str(p: Path | None) -> str | None:
@@ -549,6 +581,12 @@ def format_propagation(report: dict[str, Any]) -> str:
                 f" {words['policy']:.1f} (policy)"
             )
         lines.extend(f"warning: {w}" for w in r["warnings"])
+    for c in report.get("policy_contrasts", []):
+        lines.append(
+            f"policy, {c['run']} minus {c['minus']} (paired over {c['n_prompts']} prompts, same"
+            " seeds):"
+        )
+        lines.extend(f"  {a:11s} {_cell(e)}" for a, e in c["attributes"].items())
     lines.append("* the 95% interval excludes 0.  Units:")
     lines.extend(f"  {s}: {u}" for s, u in report["units"].items())
     lines.append("  length = log(1 + words); other attributes are scorers in [0, 1]")
