@@ -269,16 +269,18 @@ def _rerun_policies(
 
     earlier_file = labels_from / "result.json"
     needed = ("preferences.jsonl", "rm/model") + (("ppo/model",) if audit_only else ())
+    # An audit-only rerun may follow a run stopped after its PPO runs, before result.json
+    first = (
+        [earlier_file] if not audit_only or not (labels_from / "candidates.jsonl").exists() else []
+    )
     missing = [
-        p
-        for p in [earlier_file] + [labels_from / n / f for n in POOLS for f in needed]
-        if not p.exists()
+        p for p in first + [labels_from / n / f for n in POOLS for f in needed] if not p.exists()
     ]
     if missing:
         raise InputError(
             f"--labels-from {labels_from}: {missing[0]} not found (run it in full first)"
         )
-    earlier = json.loads(earlier_file.read_text("utf-8"))
+    earlier = _earlier_result(labels_from, settings)
     if audit_only:
         # nothing is trained again: the earlier run's settings describe what is audited
         runs = [labels_from / name / "ppo" for name in POOLS]
@@ -301,6 +303,29 @@ def _rerun_policies(
         settings, out, fast, earlier["pairs"], earlier["platform"], runs, held, timings, t0,
         labels_from=str(labels_from),
     )  # fmt: skip
+
+
+def _earlier_result(run_dir: Path, settings: Settings) -> dict:
+    """An earlier run's result.json; for a run stopped before its audit wrote one, what its
+    files say (pairs from candidates.jsonl, exported pairs per pool) and, since its settings
+    were not recorded, this invocation's, which must then repeat the earlier flags."""
+    path = run_dir / "result.json"
+    if path.exists():
+        return json.loads(path.read_text("utf-8"))
+
+    def lines(p: Path) -> int:
+        return sum(1 for line in p.read_text("utf-8").splitlines() if line.strip())
+
+    log(f"{path} not found: pairs and exports from the run's files, settings from this command")
+    note = "the run stopped before its result.json: only the exported pairs are known"
+    return {
+        "settings": asdict(settings),
+        "pairs": lines(run_dir / "candidates.jsonl"),
+        "platform": {
+            name: {"exported_pairs": lines(run_dir / name / "preferences.jsonl"), "note": note}
+            for name in POOLS
+        },
+    }
 
 
 def _audit_and_result(

@@ -264,6 +264,19 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _benchmark().main(["--fast", "--out", str(audit), "--audit-only"])
     assert "--audit-only needs --labels-from" in capsys.readouterr().err
+    # A run stopped after its PPO runs, before the audit wrote result.json, can be audited: the
+    # pair count and exports come from its files, the settings from this command.
+    (out / "result.json").unlink()
+    argv = ["--fast", "--out", str(tmp_path / "bp-late"), "--labels-from", str(out)]
+    assert _benchmark().main([*argv, "--audit-only", "--json"]) == 0
+    late = json.loads(capsys.readouterr().out)
+    assert late["length"] == result["length"] and late["pairs"] == result["pairs"]
+    assert (
+        late["platform"]["balanced"]["exported_pairs"]
+        == (result["platform"]["balanced"]["exported_pairs"])
+    )
+    with pytest.raises(InputError, match="result.json not found"):  # PPO and audit need it
+        _benchmark().main(argv)
 
 
 def test_benchmark_labels_from_a_directory_without_a_full_run(tmp_path, capsys):
