@@ -131,6 +131,28 @@ def test_fit_scores_the_heads_once_for_the_normalisation_that_follows(heads_mode
     assert calls == [texts, texts, texts, other]
 
 
+def test_two_specs_rank_the_same_samples_drawn_once(tmp_path, prompts, monkeypatch):
+    import rlhfkit.models
+    from rlhfkit.personality.training import Config, rank_pairs
+
+    calls = []
+    real = rlhfkit.models.generate
+    monkeypatch.setattr(
+        rlhfkit.models, "generate", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    base = dict(policy="tiny", prompts=str(prompts), samples=3, pair_prompts=6, max_new_tokens=8)
+    concise = rank_pairs(Config(spec="concise", **base), load_spec("concise"))
+    warm = rank_pairs(Config(spec="warm-and-polite", **base), load_spec("warm-and-polite"))
+    assert len(calls) == 1
+    # the same replies, ranked by each spec: every pair is two of the prompt's samples
+    replies = {}
+    for p in concise + warm:
+        replies.setdefault(p.item_id, set()).update((p.chosen, p.rejected))
+    assert all(len(texts) <= 3 for texts in replies.values())
+    rank_pairs(Config(spec="concise", **{**base, "seed": 1}), load_spec("concise"))
+    assert len(calls) == 2  # other samples: drawn afresh
+
+
 def test_reward_references_and_their_errors(tmp_path, heads_model):
     tok = tiny_policy().tokenizer
     assert isinstance(load_reward(str(heads_model), tok), RewardModelReward)

@@ -190,6 +190,10 @@ def _train_dpo(cfg: Config, spec, out: Path) -> Path:
     )
 
 
+_RANKING_SAMPLES: dict[tuple, object] = {}
+"""The last replies :func:`rank_pairs` sampled, by what determines them."""
+
+
 @torch.no_grad()
 def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
     """Sample ``cfg.samples`` replies for each of ``cfg.pair_prompts`` prompts and pair the
@@ -206,13 +210,22 @@ def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
     policy = load_policy(cfg.policy, seed=cfg.seed)
     reward = load_reward(reward_reference(cfg.spec, cfg.heads), policy.tokenizer)
     repeated = [p for p in prompts for _ in range(cfg.samples)]
-    gen = generate(
-        policy,
-        repeated,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        seed=cfg.seed,
-    )
+    # Two specs ranked from the same start sample the very same replies (same policy, prompts
+    # and seed): sample once per process, the costliest step of DPO on ranked pairs.
+    key = (cfg.policy, cfg.prompts, cfg.pair_prompts, cfg.samples, cfg.max_new_tokens,
+           cfg.temperature, cfg.seed)  # fmt: skip
+    gen = _RANKING_SAMPLES.get(key)
+    if gen is None:
+        gen = generate(
+            policy,
+            repeated,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            seed=cfg.seed,
+            progress=len(repeated) > 64,
+        )
+        _RANKING_SAMPLES.clear()
+        _RANKING_SAMPLES[key] = gen
     fit_reward(reward, repeated, gen, "cpu")  # the spreads of these very replies
     rewards = rollout_raw(reward, repeated, gen, "cpu").view(len(prompts), cfg.samples)
     pairs = []
