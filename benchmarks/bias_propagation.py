@@ -39,6 +39,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 POOLS = ("balanced", "length-loving")
@@ -122,6 +124,25 @@ def candidates(settings: Settings, prompts: list[list[dict]], fast: bool) -> lis
     return [(p, r[0], r[1]) for p, r in zip(prompts, replies, strict=True) if r[0] != r[1]]
 
 
+def read_heldout(path: Path, n: int | None) -> list[list[dict]]:
+    """The first ``n`` (all: None) prompts of a held-out file: any prompts file rlhfkit reads,
+    or MT-Bench's question.jsonl (first turns)."""
+    from rlhfkit.errors import InputError
+    from rlhfkit.evaluate.tradeoff import read_mt_bench
+    from rlhfkit.train.base import read_prompts
+
+    if not Path(path).is_file():
+        raise InputError(f"--heldout-file {path}: no such file")
+    lines = Path(path).read_text("utf-8", errors="replace").splitlines()
+    first = next((x for x in lines if x.strip()), "")
+    try:
+        mt_bench = isinstance(json.loads(first), dict) and "turns" in json.loads(first)
+    except json.JSONDecodeError:
+        mt_bench = False
+    prompts = read_mt_bench(str(path)) if mt_bench else read_prompts(str(path))
+    return prompts[:n] if n is not None else prompts
+
+
 def write_prompts(prompts: list[list[dict]], path: Path) -> None:
     """Prompts as TRL prompt-completion jsonl (the completion is not used by PPO/the audit)."""
     with path.open("w", encoding="utf-8") as fh:
@@ -152,6 +173,7 @@ def run(
     reuse: str | None = None,
     labels_from: Path | None = None,
     audit_only: bool = False,
+    heldout_file: Path | None = None,
 ) -> dict:
     """The whole experiment into ``out``. ``reuse``: a candidates.jsonl to label instead of
     sampling new pairs. ``labels_from``: an earlier run's directory whose judgments and reward
@@ -170,14 +192,32 @@ def run(
     timings = {}
     t0 = time.perf_counter()
 
+    if labels_from is not None:
+        # the earlier run's held-out prompts (or --heldout-file's), whatever this command's
+        # --pairs/--heldout say: other ones could be prompts its PPO runs trained on
+        source = labels_from / "heldout-prompts.jsonl"
+        if heldout_file is None and not source.exists():
+            from rlhfkit.errors import InputError
+
+            raise InputError(f"--labels-from {labels_from}: {source} not found")
+        held = read_heldout(heldout_file or source, settings.heldout if heldout_file else None)
+        write_prompts(held, out / "heldout-prompts.jsonl")
+        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0, audit_only)
+
     # 1. prompts: the first `pairs` for candidates and PPO, the next `heldout` for evaluation
-    prompts = load_prompts(settings.pairs + settings.heldout, fast)
-    train_prompts, held = prompts[: settings.pairs], prompts[settings.pairs :]
+    if heldout_file is None:
+        prompts = load_prompts(settings.pairs + settings.heldout, fast)
+        train_prompts, held = prompts[: settings.pairs], prompts[settings.pairs :]
+    else:
+        train_prompts = load_prompts(settings.pairs, fast)
+        held = read_heldout(heldout_file, settings.heldout)
+        seen = {json.dumps(p, sort_keys=True) for p in train_prompts}
+        if any(json.dumps(p, sort_keys=True) in seen for p in held):
+            from rlhfkit.errors import InputError
+
+            raise InputError(f"--heldout-file {heldout_file}: it shares prompts with training")
     write_prompts(held, out / "heldout-prompts.jsonl")
     log(f"{len(train_prompts)} candidate prompts, {len(held)} held out")
-
-    if labels_from is not None:
-        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0, audit_only)
 
     # 2. candidates: two replies per prompt, the same pairs for both pools
     if reuse is not None:
@@ -307,8 +347,8 @@ def _rerun_policies(
 
 def _earlier_result(run_dir: Path, settings: Settings) -> dict:
     """An earlier run's result.json; for a run stopped before its audit wrote one, what its
-    files say (pairs from candidates.jsonl, exported pairs per pool) and, since its settings
-    were not recorded, this invocation's, which must then repeat the earlier flags."""
+    files say (pairs from candidates.jsonl, exported pairs per pool) and this invocation's
+    settings, with the PPO settings read from the balanced pool's ``ppo/config.yaml``."""
     path = run_dir / "result.json"
     if path.exists():
         return json.loads(path.read_text("utf-8"))
@@ -318,8 +358,17 @@ def _earlier_result(run_dir: Path, settings: Settings) -> dict:
 
     log(f"{path} not found: pairs and exports from the run's files, settings from this command")
     note = "the run stopped before its result.json: only the exported pairs are known"
+    recorded = asdict(settings)
+    config = run_dir / POOLS[0] / "ppo" / "config.yaml"
+    if config.exists():
+        ppo_cfg = yaml.safe_load(config.read_text("utf-8")) or {}
+        for key, name in (("ppo_steps", "max_steps"), ("ppo_batch", "batch_size"),
+                          ("ppo_tokens", "max_new_tokens"), ("ppo_lr", "lr"), ("seed", "seed"),
+                          ("ppo_eos_penalty", "missing_eos_penalty")):  # fmt: skip
+            if name in ppo_cfg:
+                recorded[key] = ppo_cfg[name]
     return {
-        "settings": asdict(settings),
+        "settings": recorded,
         "pairs": lines(run_dir / "candidates.jsonl"),
         "platform": {
             name: {"exported_pairs": lines(run_dir / name / "preferences.jsonl"), "note": note}
@@ -343,7 +392,7 @@ def _audit_and_result(
         attributes=list(DEFAULT_ATTRIBUTES),
         n_prompts=len(held),
         samples=settings.samples,
-        max_new_tokens=settings.ppo_tokens,
+        max_new_tokens=None,  # each run's own, from its config (what its PPO sampled)
         seed=settings.seed,
         out=out / "audit",
     )
@@ -416,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         " the audit (e.g. with more --ppo-steps)",
     )
     parser.add_argument(
+        "--heldout-file",
+        type=Path,
+        default=None,
+        help="held-out prompts for the policy stage (the first --heldout of them; a prompts"
+        " file or MT-Bench question.jsonl) instead of those after the candidates' prompts",
+    )
+    parser.add_argument(
         "--audit-only",
         action="store_true",
         help="with --labels-from: reuse its PPO runs too, and run only the audit again",
@@ -449,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         args.candidates,
         args.labels_from,
         audit_only=args.audit_only,
+        heldout_file=args.heldout_file,
     )
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return 0

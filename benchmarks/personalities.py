@@ -1,7 +1,9 @@
 """Two personalities from the same start: do they differ, and in the intended direction?
 
 Trains the default model (SmolLM2-135M-Instruct) towards two personality specs with PPO on the
-same training prompts (``rlhfkit personality train``), then has the starting policy and both
+same training prompts (``rlhfkit personality train``; ``--method dpo``: DPO on the best and worst
+of ``--samples`` replies per prompt, ranked by each spec's composite reward, with what the
+ranking taught per attribute in ``pair_gaps``), then has the starting policy and both
 results answer the same held-out prompts greedily (``rlhfkit personality compare``): attribute
 profiles with 95 % intervals, paired differences from the start and between the two, and
 sample replies. Writes ``OUT/result.json`` and prints the comparison table.
@@ -36,7 +38,9 @@ def main(argv=None) -> int:
     # the OASST file holds 99 distinct single-turn prompts
     parser.add_argument("--train-prompts", type=int, default=64)
     parser.add_argument("--heldout-prompts", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12, help="PPO iterations per personality")
+    parser.add_argument(
+        "--steps", type=int, default=12, help="PPO iterations (or DPO steps) per personality"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument(
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _pair_gaps(pairs_file: Path) -> dict[str, float]:
+def _pair_gaps(pairs_file: Path) -> dict[str, float | int]:
     """Mean chosen-minus-rejected score of every built-in attribute over DPO's ranked pairs."""
     from rlhfkit.data import read_preferences
     from rlhfkit.personality.scorers import ATTRIBUTES, score

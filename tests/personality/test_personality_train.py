@@ -133,7 +133,14 @@ def test_fit_scores_the_heads_once_for_the_normalisation_that_follows(heads_mode
 
 def test_two_specs_rank_the_same_samples_drawn_once(tmp_path, prompts, monkeypatch):
     import rlhfkit.models
-    from rlhfkit.personality.training import Config, rank_pairs
+    from rlhfkit.personality.training import (
+        Config,
+        _policy_identity,
+        rank_pairs,
+        train_personality,
+    )
+
+    monkeypatch.setattr("rlhfkit.personality.training._RANKING_SAMPLES", {})
 
     calls = []
     real = rlhfkit.models.generate
@@ -143,14 +150,17 @@ def test_two_specs_rank_the_same_samples_drawn_once(tmp_path, prompts, monkeypat
     base = dict(policy="tiny", prompts=str(prompts), samples=3, pair_prompts=6, max_new_tokens=8)
     concise = rank_pairs(Config(spec="concise", **base), load_spec("concise"))
     warm = rank_pairs(Config(spec="warm-and-polite", **base), load_spec("warm-and-polite"))
-    assert len(calls) == 1
-    # the same replies, ranked by each spec: every pair is two of the prompt's samples
-    replies = {}
-    for p in concise + warm:
-        replies.setdefault(p.item_id, set()).update((p.chosen, p.rejected))
-    assert all(len(texts) <= 3 for texts in replies.values())
+    assert len(calls) == 1 and concise and warm
     rank_pairs(Config(spec="concise", **{**base, "seed": 1}), load_spec("concise"))
     assert len(calls) == 2  # other samples: drawn afresh
+    # a policy directory retrained in place is another policy
+    (tmp_path / "pol").mkdir()
+    (tmp_path / "pol" / "model.safetensors").write_bytes(b"one")
+    before = _policy_identity(str(tmp_path / "pol"))
+    (tmp_path / "pol" / "model.safetensors").write_bytes(b"other")
+    assert _policy_identity(str(tmp_path / "pol")) != before
+    with pytest.raises(InputError, match="--beta: expected a number > 0, got 0.0"):
+        train_personality(Config(spec="concise", method="dpo", beta=0.0, **base))
 
 
 def test_reward_references_and_their_errors(tmp_path, heads_model):

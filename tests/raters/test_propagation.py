@@ -114,7 +114,11 @@ def test_policy_contrast_is_paired_between_runs_sampled_alike():
     # the prompt-to-prompt spread of lengths cancels: far narrower than the unpaired interval
     spread = np.std([log_words(x[0]) for x in b], ddof=1) * np.sqrt(2 / 40) * 1.96 * 2
     assert e["ci_high"] - e["ci_low"] < spread / 5
-    assert policy_contrasts(report, [None, (key, b), (key, a)], ["length"]) == []
+    # the first run with a policy stage is the base; none at all: no contrasts
+    (c,) = policy_contrasts(report, [None, (key, b), (key, a)], ["length"])
+    assert (c["run"], c["minus"]) == ("x/ppo", "long/ppo")
+    assert c["attributes"]["length"]["estimate"] == pytest.approx(-np.mean(diffs))
+    assert policy_contrasts(report, [None, None, None], ["length"]) == []
 
 
 def test_rater_stage_sees_the_length_loving_pool():
@@ -279,7 +283,34 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
         _benchmark().main(argv)
 
 
+def test_benchmark_heldout_file_real_prompts_and_garbage(tmp_path, shared_data):
+    bench = _benchmark()
+    mt_bench = shared_data("mt-bench/question.jsonl")
+    held = bench.read_heldout(mt_bench, 32)
+    assert len(held) == 32 and held[0][0]["role"] == "user" and "Hawaii" in held[0][0]["content"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"turns": "not a list"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:1: expected 'turns'"):
+        bench.read_heldout(bad, 4)
+    with pytest.raises(InputError, match=r"--heldout-file .*nope.jsonl: no such file"):
+        bench.read_heldout(tmp_path / "nope.jsonl", 4)
+    # a held-out prompt that is also a training prompt is refused before anything runs
+    train = bench.load_prompts(8, fast=True)
+    leak = tmp_path / "leak.jsonl"
+    bench.write_prompts(train[2:4], leak)
+    argv = ["--fast", "--pairs", "8", "--heldout-file", str(leak), "--out", str(tmp_path / "o")]
+    with pytest.raises(InputError, match="leak.jsonl: it shares prompts with training"):
+        bench.main(argv)
+    assert not (tmp_path / "o" / "candidates.jsonl").exists()
+
+
 def test_benchmark_labels_from_a_directory_without_a_full_run(tmp_path, capsys):
     argv = ["--fast", "--out", str(tmp_path / "o"), "--labels-from", str(tmp_path / "none")]
+    with pytest.raises(InputError, match="none/heldout-prompts.jsonl not found"):
+        _benchmark().main(argv)
+    # held-out prompts alone are not a run: PPO again needs its result.json
+    (tmp_path / "none").mkdir()
+    _benchmark().write_prompts([[{"role": "user", "content": "q"}]] * 2, tmp_path / "none" / "h")
+    (tmp_path / "none" / "h").rename(tmp_path / "none" / "heldout-prompts.jsonl")
     with pytest.raises(InputError, match="none/result.json not found"):
         _benchmark().main(argv)

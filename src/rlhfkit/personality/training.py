@@ -162,6 +162,8 @@ def _train_dpo(cfg: Config, spec, out: Path) -> Path:
 
     if cfg.samples < 2:
         raise InputError(f"--samples: at least 2 replies per prompt are needed, got {cfg.samples}")
+    if not cfg.beta > 0:  # before the sampling, the costly part
+        raise InputError(f"--beta: expected a number > 0, got {cfg.beta}")
     if (out / "metrics.jsonl").exists():
         raise InputError(f"{out}: a run already exists here; choose another --out")
     pairs = rank_pairs(cfg, spec)
@@ -194,6 +196,16 @@ _RANKING_SAMPLES: dict[tuple, object] = {}
 """The last replies :func:`rank_pairs` sampled, by what determines them."""
 
 
+def _policy_identity(policy: str) -> tuple:
+    """A policy reference and, for a directory, its files' sizes and times (a policy retrained
+    in place is another policy)."""
+    path = Path(policy)
+    if not path.is_dir():
+        return (policy,)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return (str(path.resolve()), *((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
 @torch.no_grad()
 def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
     """Sample ``cfg.samples`` replies for each of ``cfg.pair_prompts`` prompts and pair the
@@ -212,8 +224,8 @@ def rank_pairs(cfg: Config, spec) -> list[PreferencePair]:
     repeated = [p for p in prompts for _ in range(cfg.samples)]
     # Two specs ranked from the same start sample the very same replies (same policy, prompts
     # and seed): sample once per process, the costliest step of DPO on ranked pairs.
-    key = (cfg.policy, cfg.prompts, cfg.pair_prompts, cfg.samples, cfg.max_new_tokens,
-           cfg.temperature, cfg.seed)  # fmt: skip
+    key = (_policy_identity(cfg.policy), json.dumps(prompts, sort_keys=True), cfg.samples,
+           cfg.max_new_tokens, cfg.temperature, cfg.seed)  # fmt: skip
     gen = _RANKING_SAMPLES.get(key)
     if gen is None:
         gen = generate(

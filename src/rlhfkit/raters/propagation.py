@@ -506,7 +506,7 @@ def policy_contrasts(
     sampled: list[tuple[tuple, list[list[str]]] | None],
     attributes: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Each later run's policy minus the first run's, paired over the held-out prompts.
+    """Each later run's policy minus the first sampled run's, paired over held-out prompts.
 
     Runs whose policies were sampled alike (same reference, prompts, samples, length and
     temperature) met the same prompts and the same random numbers, so their difference is best
@@ -514,16 +514,17 @@ def policy_contrasts(
     reference's own sampling noise, which each run's shift carries, cancels. (Subtracting the two
     shifts' intervals as if independent counts that noise twice.)"""
     labels = run_labels(report)
-    if not sampled or sampled[0] is None:
+    base = next((i for i, entry in enumerate(sampled) if entry is not None), None)
+    if base is None:
         return []
-    first_key, first = sampled[0]
+    first_key, first = sampled[base]
     out = []
-    for label, entry in zip(labels[1:], sampled[1:], strict=True):
+    for label, entry in zip(labels[base + 1 :], sampled[base + 1 :], strict=True):
         if entry is None or entry[0] != first_key:
             continue
         shift, _ = policy_shift(entry[1], first, attributes)
         out.append(
-            {"run": label, "minus": labels[0], "stage": "policy", "n_prompts": len(first),
+            {"run": label, "minus": labels[base], "stage": "policy", "n_prompts": len(first),
              "attributes": {a: e.to_dict() for a, e in shift.items()}}
         )  # fmt: skip
     return out

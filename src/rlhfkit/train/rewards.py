@@ -110,7 +110,7 @@ class PersonalityReward:
         self.spec = load_spec(spec_ref)
         self.heads_path = heads
         self.normalization: dict[str, Any] = {}
-        self._fitted: tuple[list[str], dict[str, list[float]]] | None = None
+        self._fitted: tuple[list, list[str], dict[str, list[float]]] | None = None
         self.head_model = None
         labels = self.spec.heads()
         if labels and heads is None:
@@ -167,14 +167,14 @@ class PersonalityReward:
         self.normalization["term_spreads"] = term_spreads(self.spec, list(texts), heads)
         # the trainer scores these same replies next (the reward's offset and scale): keep the
         # heads' scores for that one call rather than run the reward models over them again
-        self._fitted = (list(texts), heads)
+        self._fitted = (list(prompts), list(texts), heads)
 
     def raw(self, prompts, texts, ids, attention_mask) -> torch.Tensor:
         from rlhfkit.personality import composite_reward
 
         fitted, self._fitted = self._fitted, None
-        if fitted is not None and fitted[0] == list(texts):
-            heads = fitted[1]
+        if fitted is not None and fitted[:2] == (list(prompts), list(texts)):
+            heads = fitted[2]
         else:
             heads = self.head_scores(prompts, texts, ids, attention_mask)
         spreads = self.normalization.get("term_spreads")
