@@ -88,8 +88,9 @@ def kl_horizon(steps: int, batch_size: int) -> int:
 
     The controller moves its coefficient by at most 20 % of the error per horizon's worth of
     rollouts: over a whole run at most a factor ``exp(0.2 * rollouts / horizon)``. PPO's fixed
-    horizon of 10,000 allowed a factor of 1.1 over 24 steps of 8, so the concise run spent a KL
-    of 15.8 against its budget of 6 (docs/personality.md, "Third run"); a tenth allows up to 7.4.
+    horizon of 10,000 allowed a factor of 1.004 over 24 steps of 8 (0.4 %), so the concise run
+    spent a KL of 15.8 against its budget of 6 (docs/personality.md, "Third run"); a tenth
+    allows up to 7.4.
 
     >>> kl_horizon(24, 8)
     19
