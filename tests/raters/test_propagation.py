@@ -205,7 +205,7 @@ def _benchmark():
     return module
 
 
-def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
+def test_benchmark_fast_mode_end_to_end(tmp_path, capsys, shared_data):
     """Both pools label the same pairs through a live server; tiny RMs and PPO runs; audit."""
     out = tmp_path / "bp"
     assert _benchmark().main(["--fast", "--out", str(out), "--json"]) == 0
@@ -270,11 +270,17 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys):
     assert "--audit-only needs --labels-from" in capsys.readouterr().err
     # A run stopped after its PPO runs, before the audit wrote result.json, can be audited: the
     # pair count and exports come from its files, the settings from this command.
+    # Here on other held-out prompts (real ones, MT-Bench's first turns).
     (out / "result.json").unlink()
     argv = ["--fast", "--out", str(tmp_path / "bp-late"), "--labels-from", str(out)]
-    assert _benchmark().main([*argv, "--audit-only", "--json"]) == 0
+    mt_bench = str(shared_data("mt-bench/question.jsonl"))
+    assert _benchmark().main([*argv, "--audit-only", "--heldout-file", mt_bench, "--json"]) == 0
     late = json.loads(capsys.readouterr().out)
-    assert late["length"] == result["length"] and late["pairs"] == result["pairs"]
+    for stage in ("raters", "reward_model"):
+        assert late["length"][stage] == result["length"][stage]
+    held = (tmp_path / "bp-late" / "heldout-prompts.jsonl").read_text().splitlines()
+    assert len(held) == 4 and "Hawaii" in held[0]
+    assert late["length"]["policy"]["balanced"]["n"] == 4 and late["pairs"] == result["pairs"]
     assert (
         late["platform"]["balanced"]["exported_pairs"]
         == (result["platform"]["balanced"]["exported_pairs"])
