@@ -134,11 +134,11 @@ def read_heldout(path: Path, n: int | None) -> list[list[dict]]:
     if not Path(path).is_file():
         raise InputError(f"--heldout-file {path}: no such file")
     lines = Path(path).read_text("utf-8", errors="replace").splitlines()
-    first = next((x for x in lines if x.strip()), "")
     try:
-        mt_bench = isinstance(json.loads(first), dict) and "turns" in json.loads(first)
+        first = json.loads(next((x for x in lines if x.strip()), "null"))
     except json.JSONDecodeError:
-        mt_bench = False
+        first = None  # read_prompts names the bad line
+    mt_bench = isinstance(first, dict) and "turns" in first
     prompts = read_mt_bench(str(path)) if mt_bench else read_prompts(str(path))
     return prompts[:n] if n is not None else prompts
 
