@@ -41,6 +41,8 @@ from pathlib import Path
 
 import yaml
 
+from rlhfkit.errors import InputError
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 POOLS = ("balanced", "length-loving")
@@ -127,7 +129,6 @@ def candidates(settings: Settings, prompts: list[list[dict]], fast: bool) -> lis
 def read_heldout(path: Path, n: int | None) -> list[list[dict]]:
     """The first ``n`` (all: None) prompts of a held-out file: any prompts file rlhfkit reads,
     or MT-Bench's question.jsonl (first turns)."""
-    from rlhfkit.errors import InputError
     from rlhfkit.evaluate.tradeoff import read_mt_bench
     from rlhfkit.train.base import read_prompts
 
@@ -197,8 +198,6 @@ def run(
         # --pairs/--heldout say: other ones could be prompts its PPO runs trained on
         source = labels_from / "heldout-prompts.jsonl"
         if heldout_file is None and not source.exists():
-            from rlhfkit.errors import InputError
-
             raise InputError(f"--labels-from {labels_from}: {source} not found")
         held = read_heldout(heldout_file or source, settings.heldout if heldout_file else None)
         write_prompts(held, out / "heldout-prompts.jsonl")
@@ -213,8 +212,6 @@ def run(
         held = read_heldout(heldout_file, settings.heldout)
         seen = {json.dumps(p, sort_keys=True) for p in train_prompts}
         if any(json.dumps(p, sort_keys=True) in seen for p in held):
-            from rlhfkit.errors import InputError
-
             raise InputError(f"--heldout-file {heldout_file}: it shares prompts with training")
     write_prompts(held, out / "heldout-prompts.jsonl")
     log(f"{len(train_prompts)} candidate prompts, {len(held)} held out")
@@ -305,8 +302,6 @@ def _rerun_policies(
 ) -> dict:
     """PPO and the audit again, from an earlier run's judgments and reward models (with
     ``audit_only``, the audit alone, of the earlier run's PPO runs)."""
-    from rlhfkit.errors import InputError
-
     earlier_file = labels_from / "result.json"
     needed = ("preferences.jsonl", "rm/model") + (("ppo/model",) if audit_only else ())
     # An audit-only rerun may follow a run stopped after its PPO runs, before result.json

@@ -226,6 +226,22 @@ def test_personality_refusals_tradeoff_and_propagation_when_recorded(tmp_path, m
         0.7, 0.5, 0.9, 0.4, 0.5, 0.9, None, None, None,
     ]  # fmt: skip
     assert row[4].source == "runs/ppo/propagation.json#runs[0].stages.reward_model.length"
+    assert not [t for t in prop if "contrast" in t.title]  # none recorded, no table
+    audit["policy_contrasts"] = [
+        "garbage",
+        {"run": "long", "minus": "balanced", "attributes": {"length": est, "politeness": 3}},
+    ]
+    (paths["ppo"] / "propagation.json").write_text(json.dumps(audit))
+    tables = build_report(["runs/ppo"]).section("reward_model").tables
+    (contrast,) = [t for t in tables if "contrast" in t.title]
+    assert [r[:3] for r in contrast.rows] == [
+        ["long", "balanced", "length"], ["long", "balanced", "politeness"],
+    ]  # fmt: skip
+    assert [c.value for c in contrast.rows[0][3:]] == [0.7, 0.5, 0.9]
+    assert [c.value for c in contrast.rows[1][3:]] == [None, None, None]
+    assert contrast.rows[0][3].source == (
+        "runs/ppo/propagation.json#policy_contrasts[1].attributes.length"
+    )
     (paths["ppo"] / "propagation.json").write_text(json.dumps({"length": {"raters": 0.7}}))
     prop = [t for t in build_report(["runs/ppo"]).section("reward_model").tables]
     assert prop[-1].title == "propagation audit" and prop[-1].rows[0][1].value == 0.7

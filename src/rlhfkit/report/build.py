@@ -410,7 +410,41 @@ def _propagation(run: RunDir, report: dict[str, Any]) -> list[Table]:
                 " reference policy's replies.",
             )
         )
+    tables += _policy_contrasts(run, report.get("policy_contrasts"))
     return tables
+
+
+def _policy_contrasts(run: RunDir, contrasts: Any) -> list[Table]:
+    """The audit's paired policy contrasts (a later run's replies minus the first sampled
+    run's, prompt by prompt): one row per run and attribute."""
+    if not isinstance(contrasts, list):
+        return []
+    rows = []
+    for i, entry in enumerate(contrasts):
+        if not isinstance(entry, dict):
+            continue
+        attributes = _mapping(entry.get("attributes"))
+        for attribute in sorted(attributes):
+            est = _mapping(attributes[attribute])
+            src = run.source("propagation.json", f"policy_contrasts[{i}].attributes.{attribute}")
+            rows.append(
+                [clip(entry.get("run"), MAX_NAME), clip(entry.get("minus"), MAX_NAME),
+                 clip(attribute, MAX_NAME)]
+                + [Fact(field, est.get(field), src) for field in ("estimate", "ci_low", "ci_high")]
+            )  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Table(
+            "Policy contrasts, paired over held-out prompts",
+            ["run", "minus", "attribute", "difference", "95% low", "95% high"],
+            rows,
+            run.source("propagation.json", "policy_contrasts"),
+            "Runs sampled alike met the same prompts and random numbers: their replies are"
+            " compared prompt by prompt (paired t-interval), so the reference's sampling noise"
+            " cancels.",
+        )
+    ]
 
 
 def _personality(found, section: Section) -> None:
