@@ -52,6 +52,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--samples", type=int, default=8, help="dpo: replies per prompt")
     parser.add_argument("--beta", type=float, default=0.1, help="dpo: KL strength")
+    parser.add_argument(
+        "--rpo-alpha",
+        type=float,
+        default=0.0,
+        help="dpo: weight of the chosen replies' likelihood per token (RPO; 0 = plain DPO)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -93,6 +99,7 @@ def main(argv=None) -> int:
                 samples=args.samples,
                 pair_prompts=len(train),
                 beta=args.beta,
+                rpo_alpha=args.rpo_alpha,
                 lr=args.lr,
                 max_new_tokens=args.max_new_tokens,
                 seed=args.seed,
@@ -125,7 +132,11 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        **({"samples": args.samples, "beta": args.beta} if args.method == "dpo" else {}),
+        **(
+            {"samples": args.samples, "beta": args.beta, "rpo_alpha": args.rpo_alpha}
+            if args.method == "dpo"
+            else {}
+        ),
         "max_new_tokens": args.max_new_tokens,
         "train_prompts": len(train),
         "comparison": report,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -111,10 +112,13 @@ def test_personalities_benchmark_fast_mode_compares_both_with_the_start(tmp_path
 def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, shared_data):
     shared_data("oasst/en_100_message.jsonl")
     out = tmp_path / "pers-dpo"
-    argv = ["--fast", "--method", "dpo", "--samples", "4", "--out", str(out)]
+    argv = ["--fast", "--method", "dpo", "--samples", "4", "--rpo-alpha", "1", "--out", str(out)]
     assert load("personalities").main(argv) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["method"] == "dpo" and result["samples"] == 4
+    assert result["method"] == "dpo" and result["samples"] == 4 and result["rpo_alpha"] == 1.0
+    first = json.loads((out / "concise" / "metrics.jsonl").read_text().splitlines()[0])
+    # the likelihood term reached the trainer: step 1 is log 2 plus the chosen replies' NLL
+    assert first["train/loss"] == pytest.approx(math.log(2) + first["train/nll_chosen"])
     gaps = result["pair_gaps"]
     assert set(gaps) == {"concise", "warm-and-polite"}
     for spec in gaps:

@@ -161,6 +161,9 @@ def test_two_specs_rank_the_same_samples_drawn_once(tmp_path, prompts, monkeypat
     assert _policy_identity(str(tmp_path / "pol")) != before
     with pytest.raises(InputError, match="--beta: expected a number > 0, got 0.0"):
         train_personality(Config(spec="concise", method="dpo", beta=0.0, **base))
+    with pytest.raises(InputError, match="--rpo-alpha: expected a number >= 0, got -1"):
+        train_personality(Config(spec="concise", method="dpo", rpo_alpha=-1, **base))
+    assert len(calls) == 2  # both refused before sampling
 
 
 def test_reward_references_and_their_errors(tmp_path, heads_model):

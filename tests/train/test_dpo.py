@@ -72,6 +72,19 @@ def test_dpo_learns_logs_rewards_and_changes_every_parameter(tmp_path, pairs):
     assert not unchanged
 
 
+def test_rpo_adds_the_chosen_likelihood_and_raises_it(tmp_path, pairs):
+    """RPO: step 1's loss is log 2 plus alpha times the chosen replies' per-token NLL, and the
+    term makes training raise the chosen replies' likelihood more than DPO alone does."""
+    plain = metrics(dpo.train(config(tmp_path, pairs, out=tmp_path / "plain")))
+    rpo = metrics(dpo.train(config(tmp_path, pairs, out=tmp_path / "rpo", rpo_alpha=2.0)))
+    first = rpo[0]
+    assert first["train/nll_chosen"] > 0
+    assert first["train/nll_chosen"] == pytest.approx(plain[0]["train/nll_chosen"], rel=1e-5)
+    assert first["train/loss"] == pytest.approx(math.log(2) + 2.0 * first["train/nll_chosen"])
+    assert rpo[-1]["train/nll_chosen"] < plain[-1]["train/nll_chosen"]
+    assert rpo[-1]["logps/chosen"] > plain[-1]["logps/chosen"]
+
+
 def fresh_logps(model, tok, prompt_ids, response_ids) -> float:
     """Summed response log-prob of one unpadded sequence, straight from the HF model."""
     ids = torch.tensor([prompt_ids + response_ids])
@@ -174,6 +187,8 @@ def test_cli_help_and_tiny_run(tmp_path, pairs, capsys):
         (["--data", "DEMOS"], "expected preferences"),
         (["--beta", "-1"], "--beta"),
         (["--label-smoothing", "0.7"], "--label-smoothing"),
+        (["--rpo-alpha", "-1"], "--rpo-alpha"),
+        (["--rpo-alpha", "nan"], "--rpo-alpha"),
         (["--loss-type", "hinge", "--data", "PAIRS"], "loss_type"),
         (["--loss-type", "ipo", "--label-smoothing", "0.1"], "IPO"),
         (["--batch-size", "6", "--grad-accum", "4"], "--grad-accum"),

@@ -20,6 +20,7 @@ Read top to bottom:
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,11 @@ class Config(TrainConfig):
     """sigmoid (DPO) or ipo (Azar et al.; on length-averaged log-probs, as in the paper)."""
     label_smoothing: float = 0.0
     """Share of labels assumed flipped (conservative DPO, sigmoid only), in [0, 0.5)."""
+    rpo_alpha: float = 0.0
+    """Weight of the chosen replies' negative log-likelihood per token, added to each pair's
+    loss (RPO, Pang et al. 2024; TRL's ``rpo_alpha``, which suggests 1.0). DPO alone can win by
+    lowering the rejected reply's likelihood without raising the chosen one's; this term makes
+    it raise the chosen. 0 = plain DPO."""
     eval_fraction: float = 0.0
     """Hold out this share of pairs (deterministically) and report implicit-reward accuracy."""
     eval_every: int = 0
@@ -90,6 +96,8 @@ def check_config(cfg: Config) -> None:
         raise InputError(f"--label-smoothing: expected 0 <= value < 0.5, got {cfg.label_smoothing}")
     if cfg.loss_type == "ipo" and cfg.label_smoothing:
         raise InputError("--label-smoothing: IPO has no label smoothing; leave it at 0")
+    if not (math.isfinite(cfg.rpo_alpha) and cfg.rpo_alpha >= 0):
+        raise InputError(f"--rpo-alpha: expected a number >= 0, got {cfg.rpo_alpha}")
     if not 0.0 <= cfg.eval_fraction < 1.0:
         raise InputError(f"--eval-fraction: expected 0 <= value < 1, got {cfg.eval_fraction}")
 
@@ -121,12 +129,14 @@ def response_logps(
 
 def pair_logps(model, pairs: list[EncodedPair], pad_id: int, device, ipo: bool):
     """(chosen, rejected) response log-probs of every pair, both sides in one forward pass
-    after one copy of their prompt; length-averaged for IPO."""
+    after one copy of their prompt; length-averaged for IPO. A third tensor holds the chosen
+    replies' mean log-prob per token (for RPO's likelihood term)."""
     docs = [Document(p.prompt, [p.chosen, p.rejected]) for p in pairs]
     logps, counts = documents_logps(model, docs, pad_id, device)  # chosen0, rejected0, ...
+    per_token = logps / counts.clamp(min=1)
     if ipo:
-        logps = logps / counts.clamp(min=1)
-    return logps[0::2], logps[1::2]
+        logps = per_token
+    return logps[0::2], logps[1::2], per_token[0::2]
 
 
 @torch.no_grad()
@@ -137,7 +147,7 @@ def reference_logps(
     each process scoring a share, gathered so every process holds all of them."""
 
     def score(idx: list[int]) -> torch.Tensor:
-        c, r = pair_logps(model, [pairs[i] for i in idx], pad_id, accelerator.device, ipo)
+        c, r, _ = pair_logps(model, [pairs[i] for i in idx], pad_id, accelerator.device, ipo)
         return torch.stack([c, r], dim=-1)
 
     out = score_in_shares(model, len(pairs), lambda i: len(pairs[i]), score, accelerator, chunk)
@@ -151,7 +161,9 @@ def evaluate(model, pairs, ref: torch.Tensor, cfg: Config, pad_id: int, device) 
     model.eval()
     c, r = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     for idx in length_batches([len(p) for p in pairs], 8):
-        pc, pr = pair_logps(model, [pairs[i] for i in idx], pad_id, device, cfg.loss_type == "ipo")
+        pc, pr, _ = pair_logps(
+            model, [pairs[i] for i in idx], pad_id, device, cfg.loss_type == "ipo"
+        )
         c[idx] = cfg.beta * (pc.float().cpu() - ref[idx, 0])
         r[idx] = cfg.beta * (pr.float().cpu() - ref[idx, 1])
     model.train(was)
@@ -234,17 +246,20 @@ def train(cfg: Config) -> Path:
     for step in range(start, steps):
         micro = sampler.micro_batches(step, accelerator.process_index)
         n_pairs = batches.global_batch
-        # sums over this process's pairs: loss, chosen/rejected rewards, correct, logps
-        sums = torch.zeros(6, device=device)
+        # sums over this process's pairs: loss, chosen/rejected rewards, correct, logps, and
+        # the chosen replies' negative log-likelihood per token
+        sums = torch.zeros(7, device=device)
         for k, items in enumerate(micro):
             chunk = [encoded[i] for i in items]
             rows = torch.tensor(items, device=device)
             with accelerator.no_sync(model) if k < len(micro) - 1 else nullcontext():
-                pc, pr = pair_logps(model, chunk, tok.pad_token_id, device, ipo)
+                pc, pr, token_c = pair_logps(model, chunk, tok.pad_token_id, device, ipo)
                 ref_c, ref_r = ref_train[rows, 0], ref_train[rows, 1]
                 losses, rc, rr = dpo_loss(
                     pc, pr, ref_c, ref_r, cfg.beta, cfg.loss_type, cfg.label_smoothing
                 )
+                if cfg.rpo_alpha:
+                    losses = losses - cfg.rpo_alpha * token_c
                 # DDP averages gradients over processes: scale so the result is the global mean
                 accelerator.backward(losses.sum() / n_pairs * accelerator.num_processes)
             sums += torch.stack(
@@ -255,6 +270,7 @@ def train(cfg: Config) -> Path:
                     (rc > rr).float().sum(),
                     pc.detach().sum(),
                     pr.detach().sum(),
+                    -token_c.detach().sum(),
                 ]
             )
         grad_norm = (
@@ -265,7 +281,7 @@ def train(cfg: Config) -> Path:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss, chosen, rejected, correct, logp_c, logp_r = (
+        loss, chosen, rejected, correct, logp_c, logp_r, nll = (
             accelerator.reduce(sums, reduction="sum") / n_pairs
         ).tolist()
         metrics = {
@@ -276,6 +292,7 @@ def train(cfg: Config) -> Path:
             "rewards/accuracies": correct,
             "logps/chosen": logp_c,
             "logps/rejected": logp_r,
+            "train/nll_chosen": nll,
             "train/grad_norm": float(grad_norm),
             "train/lr": scheduler.get_last_lr()[0],
         }
