@@ -175,11 +175,13 @@ def run(
     labels_from: Path | None = None,
     audit_only: bool = False,
     heldout_file: Path | None = None,
+    audit_samples: int | None = None,
 ) -> dict:
     """The whole experiment into ``out``. ``reuse``: a candidates.jsonl to label instead of
     sampling new pairs. ``labels_from``: an earlier run's directory whose judgments and reward
     models are used as they are (only PPO and the audit run again, e.g. with more PPO steps);
-    with ``audit_only`` its PPO runs too (only the audit runs again)."""
+    with ``audit_only`` its PPO runs too (only the audit runs again, with ``audit_samples``
+    replies per held-out prompt if given, else as many as the earlier run drew)."""
     from rlhfkit.raters.personas import load_pool
     from rlhfkit.raters.simulate import (
         LocalPlatform,
@@ -201,7 +203,9 @@ def run(
             raise InputError(f"--labels-from {labels_from}: {source} not found")
         held = read_heldout(heldout_file or source, settings.heldout if heldout_file else None)
         write_prompts(held, out / "heldout-prompts.jsonl")
-        return _rerun_policies(settings, out, fast, labels_from, held, timings, t0, audit_only)
+        return _rerun_policies(
+            settings, out, fast, labels_from, held, timings, t0, audit_only, audit_samples
+        )
 
     # 1. prompts: the first `pairs` for candidates and PPO, the next `heldout` for evaluation
     if heldout_file is None:
@@ -298,7 +302,7 @@ def _ppo(settings: Settings, name: str, rm_model: Path, labels: Path, out: Path,
 
 
 def _rerun_policies(
-    settings, out, fast, labels_from: Path, held, timings, t0, audit_only=False
+    settings, out, fast, labels_from: Path, held, timings, t0, audit_only=False, audit_samples=None
 ) -> dict:
     """PPO and the audit again, from an earlier run's judgments and reward models (with
     ``audit_only``, the audit alone, of the earlier run's PPO runs)."""
@@ -317,10 +321,14 @@ def _rerun_policies(
         )
     earlier = _earlier_result(labels_from, settings)
     if audit_only:
-        # nothing is trained again: the earlier run's settings describe what is audited
+        # nothing is trained again: the earlier run's settings describe what is audited; how it
+        # is audited (the held-out prompts, replies per prompt) is this command's
+        audited = {**earlier["settings"], "heldout": len(held)}
+        if audit_samples is not None:
+            audited["samples"] = audit_samples
         runs = [labels_from / name / "ppo" for name in POOLS]
         return _audit_and_result(
-            Settings(**earlier["settings"]), out, fast, earlier["pairs"], earlier["platform"],
+            Settings(**audited), out, fast, earlier["pairs"], earlier["platform"],
             runs, held, timings, t0, labels_from=str(labels_from),
         )  # fmt: skip
     runs = [
@@ -501,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         args.labels_from,
         audit_only=args.audit_only,
         heldout_file=args.heldout_file,
+        audit_samples=args.samples,
     )
     print(json.dumps(result, indent=2) if args.json else summary_table(result))
     return 0

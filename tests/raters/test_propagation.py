@@ -265,6 +265,14 @@ def test_benchmark_fast_mode_end_to_end(tmp_path, capsys, shared_data):
     audited = json.loads(capsys.readouterr().out)
     assert audited["length"] == result["length"] and audited["settings"] == result["settings"]
     assert not (audit / "balanced").exists() and (audit / "audit" / "propagation.json").exists()
+    # more replies per held-out prompt: a closer look at the same policies, nothing retrained
+    argv = ["--fast", "--out", str(tmp_path / "bp-2"), "--labels-from", str(out), "--audit-only"]
+    assert _benchmark().main([*argv, "--samples", "2", "--ppo-steps", "9", "--json"]) == 0
+    closer = json.loads(capsys.readouterr().out)
+    assert closer["settings"] == {**result["settings"], "samples": 2}  # --ppo-steps: not audited
+    report = json.loads((tmp_path / "bp-2" / "audit" / "propagation.json").read_text())
+    assert report["settings"]["samples"] == 2
+    assert closer["length"]["reward_model"] == result["length"]["reward_model"]
     with pytest.raises(SystemExit):
         _benchmark().main(["--fast", "--out", str(audit), "--audit-only"])
     assert "--audit-only needs --labels-from" in capsys.readouterr().err
