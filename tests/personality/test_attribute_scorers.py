@@ -57,6 +57,29 @@ def test_politeness_orders_polite_neutral_rude():
     assert one("politeness", "Thanks.") < one("politeness", "Thanks, I really appreciate it!")
 
 
+@pytest.mark.parametrize(
+    "technical",
+    [
+        "Tune the PID loop, then ask the LLM; the SRE team owns the CPU and GPU.",
+        "Run it with the AWS CLI over HTTP GET.",
+        "Lazy evaluation and lazy loading defer work until it is needed.",
+        "You can learn to code in a month.",
+        "Whatever language you choose, the FNF and FSP flags stay off.",
+    ],
+)
+def test_politeness_is_not_fooled_by_acronyms_or_technical_words(technical):
+    """Acronyms are not shouting and "lazy evaluation" is no insult (greedy replies of the
+    default model scored below neutral for these before: docs/personality.md, ninth session)."""
+    assert one("politeness", technical) == pytest.approx(0.5)
+
+
+def test_politeness_hears_shouting_and_addressed_insults():
+    assert one("politeness", "WHY WOULD YOU ASK THAT") < 0.1  # a run of capitals
+    assert one("politeness", "You're so lazy.") < 0.3
+    assert one("politeness", "Learn to read.") < 0.3
+    assert one("politeness", "Whatever. Do what you want.") < 0.3
+
+
 def test_hedging():
     hedged = "Perhaps it might work, but I'm not sure; it probably depends on the setup."
     certain = "It works. This is definitely the right setup and it always works."

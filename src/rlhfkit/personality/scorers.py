@@ -216,10 +216,11 @@ _RUDE = _phrases(
     r"useless",
     r"ridiculous",
     r"nonsense",
-    r"lazy",
+    # addressed to the reader: "lazy evaluation" and "lazy loading" are not insults
+    r"(?:you(?:['’]re| are)|you['’]ve been) (?:so |too |just )?lazy",
     r"shut up",
     r"who cares",
-    r"whatever",
+    r"whatever(?=\s*(?:[.!,]|$))",  # "Whatever." dismisses; "whatever you choose" does not
     r"duh",
     r"get lost",
     r"go away",
@@ -227,21 +228,22 @@ _RUDE = _phrases(
     r"not my problem",
     r"how hard (?:can|is) it",
     r"are you (?:serious|kidding)",
-    r"learn to",
+    r"learn (?:how )?to (?:read|google|search|spell)",
     r"obviously",
     r"(?:damn|crap|hell|wtf|stfu)",
     r"f+u+c+k\w*",
     r"sh[i1]t\w*",
 )
-_SHOUT = re.compile(r"\b[A-Z]{3,}\b")
+# Shouting: three or more ALL-CAPS words in a row ("WHY WOULD YOU"), counted per word. A lone
+# capitalised word, or a pair, is nearly always an acronym (PID, LLM, "AWS CLI"): OASST's
+# human-written assistant replies hold 441 lone ones in 687 replies, and no shouting.
+_SHOUT = re.compile(r"\b[A-Z]{2,}(?: [A-Z]{2,}){2,}\b")
 _BANGS = re.compile(r"[!?]{2,}")
-# Acronyms are not shouting.
-_ACRONYMS = frozenset({"API", "USA", "CPU", "GPU", "HTML", "JSON", "HTTP", "SQL", "NASA", "FAQ"})
 
 
 def _politeness_one(text: str) -> float:
     polite = _count(_POLITE, text)
-    shouting = sum(1 for w in _SHOUT.findall(text) if w not in _ACRONYMS)
+    shouting = sum(len(run.split()) for run in _SHOUT.findall(text))
     rude = _count(_RUDE, text) + 0.5 * min(shouting, 4) + 0.5 * _count(_BANGS, text)
     # Counts, not densities: one "thank you" or one insult is felt whatever the reply's length.
     return _sigmoid(0.9 * min(polite, 6) - 1.4 * min(rude, 6))
