@@ -18,7 +18,8 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _command(sub, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    # help is %-formatted (in the parent's command list); a description is shown as it is
+    parser = sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"))
     parser.set_defaults(handler=handler)
     return parser
 

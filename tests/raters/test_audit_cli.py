@@ -29,6 +29,17 @@ def test_help(capsys, command):
     assert "PATH" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["audit", "propagation"], ["personality", "compare"]])
+def test_descriptions_show_a_single_percent_sign(capsys, argv):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "%%" not in out
+    with pytest.raises(SystemExit):
+        main([argv[0], "--help"])  # the parent's list of commands formats the same text
+    assert "95% CI" in capsys.readouterr().out
+
+
 def test_agreement_json_on_pandalm(capsys, shared_data):
     path = shared_data("pandalm/testset-v1.json")
     code, out, _ = _run(capsys, "audit", "agreement", str(path), "--json")
