@@ -64,6 +64,8 @@ def test_politeness_orders_polite_neutral_rude():
         "Run it with the AWS CLI over HTTP GET.",
         "Lazy evaluation and lazy loading defer work until it is needed.",
         "You can learn to code in a month.",
+        "You are lazy loading the images, which is right here.",
+        "Use a list, a dict or whatever.",
         "Whatever language you choose, the FNF and FSP flags stay off.",
     ],
 )
@@ -75,9 +77,11 @@ def test_politeness_is_not_fooled_by_acronyms_or_technical_words(technical):
 
 def test_politeness_hears_shouting_and_addressed_insults():
     assert one("politeness", "WHY WOULD YOU ASK THAT") < 0.1  # a run of capitals
+    assert one("politeness", "I HATE YOU") < 0.3  # "I" and "A" belong to a run
     assert one("politeness", "You're so lazy.") < 0.3
     assert one("politeness", "Learn to read.") < 0.3
     assert one("politeness", "Whatever. Do what you want.") < 0.3
+    assert one("politeness", "Sure. Whatever!") < 0.3
 
 
 def test_hedging():

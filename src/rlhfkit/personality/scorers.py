@@ -217,10 +217,11 @@ _RUDE = _phrases(
     r"ridiculous",
     r"nonsense",
     # addressed to the reader: "lazy evaluation" and "lazy loading" are not insults
-    r"(?:you(?:['’]re| are)|you['’]ve been) (?:so |too |just )?lazy",
+    r"(?:you(?:['’]re| are)|you['’]ve been) (?:so |too |just )?lazy(?![- ]?(?:load|eval|init))",
     r"shut up",
     r"who cares",
-    r"whatever(?=\s*(?:[.!,]|$))",  # "Whatever." dismisses; "whatever you choose" does not
+    # "Whatever." dismisses; "whatever you choose" and "a dict or whatever." do not
+    r"(?:^|(?<=[.!?] ))whatever(?=\s*(?:[.!,]|$))",
     r"duh",
     r"get lost",
     r"go away",
@@ -237,7 +238,7 @@ _RUDE = _phrases(
 # Shouting: three or more ALL-CAPS words in a row ("WHY WOULD YOU"), counted per word. A lone
 # capitalised word, or a pair, is nearly always an acronym (PID, LLM, "AWS CLI"): OASST's
 # human-written assistant replies hold 441 lone ones in 687 replies, and no shouting.
-_SHOUT = re.compile(r"\b[A-Z]{2,}(?: [A-Z]{2,}){2,}\b")
+_SHOUT = re.compile(r"\b(?:[A-Z]{2,}|[AI])(?: (?:[A-Z]{2,}|[AI])){2,}\b")
 _BANGS = re.compile(r"[!?]{2,}")
 
 
