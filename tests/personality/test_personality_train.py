@@ -159,7 +159,7 @@ def test_two_specs_rank_the_same_samples_drawn_once(tmp_path, prompts, monkeypat
     before = _policy_identity(str(tmp_path / "pol"))
     (tmp_path / "pol" / "model.safetensors").write_bytes(b"other")
     assert _policy_identity(str(tmp_path / "pol")) != before
-    with pytest.raises(InputError, match="--beta: expected a number > 0, got 0.0"):
+    with pytest.raises(InputError, match="--beta: expected a positive number, got 0.0"):
         train_personality(Config(spec="concise", method="dpo", beta=0.0, **base))
     with pytest.raises(InputError, match="--rpo-alpha: expected a number >= 0, got -1"):
         train_personality(Config(spec="concise", method="dpo", rpo_alpha=-1, **base))

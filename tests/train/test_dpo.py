@@ -187,6 +187,7 @@ def test_cli_help_and_tiny_run(tmp_path, pairs, capsys):
         (["--data", "MISSING"], "nope.jsonl"),
         (["--data", "DEMOS"], "expected preferences"),
         (["--beta", "-1"], "--beta"),
+        (["--beta", "nan"], "--beta"),
         (["--label-smoothing", "0.7"], "--label-smoothing"),
         (["--rpo-alpha", "-1"], "--rpo-alpha"),
         (["--rpo-alpha", "nan"], "--rpo-alpha"),

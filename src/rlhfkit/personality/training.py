@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -167,12 +166,22 @@ def _train_dpo(cfg: Config, spec, out: Path) -> Path:
 
     if cfg.samples < 2:
         raise InputError(f"--samples: at least 2 replies per prompt are needed, got {cfg.samples}")
-    if not cfg.beta > 0:  # before the sampling, the costly part
-        raise InputError(f"--beta: expected a number > 0, got {cfg.beta}")
-    if not (math.isfinite(cfg.rpo_alpha) and cfg.rpo_alpha >= 0):
-        raise InputError(f"--rpo-alpha: expected a number >= 0, got {cfg.rpo_alpha}")
     if (out / "metrics.jsonl").exists():
         raise InputError(f"{out}: a run already exists here; choose another --out")
+    config = dpo.Config(
+        model=cfg.policy,
+        data=str(out / "pairs.jsonl"),
+        out=out,
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        beta=cfg.beta,
+        rpo_alpha=cfg.rpo_alpha,
+        lora=cfg.lora,
+        seed=cfg.seed,
+        save_every=0,
+    )
+    dpo.check_config(config)  # the trainer's own checks, before the sampling (the costly part)
     pairs = rank_pairs(cfg, spec)
     if len(pairs) < cfg.batch_size:
         raise InputError(
@@ -183,21 +192,7 @@ def _train_dpo(cfg: Config, spec, out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     write_preferences_jsonl(pairs, out / "pairs.jsonl")
-    return dpo.train(
-        dpo.Config(
-            model=cfg.policy,
-            data=str(out / "pairs.jsonl"),
-            out=out,
-            max_steps=cfg.steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            beta=cfg.beta,
-            rpo_alpha=cfg.rpo_alpha,
-            lora=cfg.lora,
-            seed=cfg.seed,
-            save_every=0,
-        )
-    )
+    return dpo.train(config)
 
 
 _RANKING_SAMPLES: dict[tuple, object] = {}

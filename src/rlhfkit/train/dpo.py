@@ -90,7 +90,7 @@ def check_config(cfg: Config) -> None:
     """Reject bad values before any model is loaded; messages name the flag."""
     if not cfg.data:
         raise InputError("--data: a preference file is required")
-    if cfg.beta <= 0:
+    if not cfg.beta > 0:  # nan too
         raise InputError(f"--beta: expected a positive number, got {cfg.beta}")
     if not 0.0 <= cfg.label_smoothing < 0.5:
         raise InputError(f"--label-smoothing: expected 0 <= value < 0.5, got {cfg.label_smoothing}")
