@@ -4,9 +4,10 @@ Trains the default model (SmolLM2-135M-Instruct) towards two personality specs w
 same training prompts (``rlhfkit personality train``; ``--method dpo``: DPO on the best and worst
 of ``--samples`` replies per prompt, ranked by each spec's composite reward, with what the
 ranking taught per attribute in ``pair_gaps``), then has the starting policy and both
-results answer the same held-out prompts greedily (``rlhfkit personality compare``): attribute
-profiles with 95 % intervals, paired differences from the start and between the two, and
-sample replies. Writes ``OUT/result.json`` and prints the comparison table.
+results answer the same held-out prompts (``rlhfkit personality compare``; greedily, or with
+``--eval-temperature T --eval-replies K`` K sampled replies per prompt, averaged per prompt):
+attribute profiles with 95 % intervals, paired differences from the start and between the two,
+and sample replies. Writes ``OUT/result.json`` and prints the comparison table.
 
 Prompts: single-turn OASST first messages (real users' questions) from ``../shared/data``, split
 into training and held-out prompts by a seeded shuffle (the demo's split).
@@ -59,6 +60,12 @@ def main(argv=None) -> int:
         help="dpo: weight of the chosen replies' likelihood per token (RPO; 0 = plain DPO)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--eval-temperature", type=float, default=0.0, help="comparison: 0 decodes greedily"
+    )
+    parser.add_argument(
+        "--eval-replies", type=int, default=1, help="comparison: sampled replies per prompt"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/personalities"))
@@ -121,6 +128,9 @@ def main(argv=None) -> int:
         max_new_tokens=args.max_new_tokens,
         samples=3,
         contrasts=[(2, 1)],
+        temperature=args.eval_temperature,
+        replies_per_prompt=args.eval_replies,
+        seed=args.seed,
     )
     contrast = report["differences"][-1:]
     seconds["compare"] = round(time.time() - started, 1)

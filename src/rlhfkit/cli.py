@@ -96,6 +96,9 @@ def _add_personality_commands(sub) -> None:
             n_prompts=args.n_prompts,
             max_new_tokens=args.max_new_tokens,
             samples=args.samples,
+            temperature=args.temperature,
+            replies_per_prompt=args.replies_per_prompt,
+            seed=args.seed,
         )
         _print_json(report) if args.json else print(format_comparison(report))
 
@@ -133,6 +136,19 @@ def _add_personality_commands(sub) -> None:
     p.add_argument("--n-prompts", type=int, default=40, help="how many prompts to answer")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens")
     p.add_argument("--samples", type=int, default=3, help="sample replies shown per run")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 (the default) decodes greedily; above 0 samples, as training did",
+    )
+    p.add_argument(
+        "--replies-per-prompt",
+        type=int,
+        default=1,
+        help="sampled replies per prompt (needs --temperature above 0); a prompt scores their mean",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     def judge(args):

@@ -113,9 +113,12 @@ def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, s
     shared_data("oasst/en_100_message.jsonl")
     out = tmp_path / "pers-dpo"
     argv = ["--fast", "--method", "dpo", "--samples", "4", "--rpo-alpha", "1", "--out", str(out)]
+    argv += ["--eval-temperature", "1", "--eval-replies", "2"]
     assert load("personalities").main(argv) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "dpo" and result["samples"] == 4 and result["rpo_alpha"] == 1.0
+    comparison = result["comparison"]
+    assert comparison["temperature"] == 1.0 and comparison["replies_per_prompt"] == 2
     first = json.loads((out / "concise" / "metrics.jsonl").read_text().splitlines()[0])
     # the likelihood term reached the trainer: step 1 is log 2 plus the chosen replies' NLL
     expected = math.log(2) + first["train/nll_chosen"]

@@ -329,6 +329,73 @@ def test_compare_leaves_out_training_prompts(tmp_path, prompts, capsys):
         compare_runs([str(run)], str(prompts))
 
 
+def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeypatch, capsys):
+    import rlhfkit.models
+
+    held_out = write_demos(tmp_path / "heldout.jsonl", n=4, seed=99)
+    calls = []
+
+    def fake_replies(policy, prompts, **kwargs):
+        calls.append(kwargs)
+        # per prompt: one polite reply, then plain ones
+        return [
+            "Thank you, happy to help." if i % 3 == 0 else "Paris." for i in range(len(prompts))
+        ]
+
+    monkeypatch.setattr(rlhfkit.models, "generate_replies", fake_replies)
+    report = compare_runs(
+        ["tiny", "tiny"], str(held_out), n_prompts=4, temperature=0.7, replies_per_prompt=3, seed=5
+    )
+    assert calls[0]["temperature"] == 0.7 and calls[0]["seed"] == 5
+    assert report["temperature"] == 0.7 and report["replies_per_prompt"] == 3
+    polite, plain = score("politeness", ["Thank you, happy to help.", "Paris."])
+    profile = report["runs"][0]["profile"]["politeness"]
+    # each prompt scores the mean of its three replies; the interval is over the 4 prompts
+    assert profile["n"] == 4
+    assert profile["mean"] == pytest.approx((polite + 2 * plain) / 3, abs=1e-4)
+    assert profile["low"] == profile["high"] == profile["mean"]
+    assert report["samples"][0]["replies"]["tiny"] == "Thank you, happy to help."
+    assert "3 replies per prompt sampled at temperature 0.7" in format_comparison(report)
+
+    # the same model sampled from the same seed: every difference is exactly 0
+    monkeypatch.undo()
+    same = compare_runs(
+        ["tiny", "tiny"],
+        str(held_out),
+        n_prompts=2,
+        max_new_tokens=6,
+        temperature=1.0,
+        replies_per_prompt=2,
+    )
+    diff = same["differences"][0]["difference"]
+    assert all(v["mean"] == v["low"] == v["high"] == 0 for v in diff.values())
+    assert same["runs"][0]["profile"]["length"]["n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"replies_per_prompt": 3}, "greedy replies to a prompt are all the same"),
+        ({"temperature": 1.0, "replies_per_prompt": 0}, "expected 1 or more"),
+        ({"temperature": 1.0, "replies_per_prompt": 2.5}, "whole number"),
+        ({"temperature": -0.5}, "temperature: expected a number from 0"),
+        ({"temperature": float("nan")}, "temperature: expected a number from 0"),
+        ({"temperature": "hot"}, "temperature: expected a number from 0"),
+    ],
+)
+def test_compare_refuses_bad_decoding_before_loading_anything(tmp_path, kwargs, message):
+    # a run name that does not exist: the decoding check comes first, and nothing is generated
+    with pytest.raises(InputError, match=message):
+        compare_runs([str(tmp_path / "missing")], str(tmp_path / "none.jsonl"), **kwargs)
+
+
+def test_cli_compare_greedy_with_several_replies_is_refused(tmp_path, capsys):
+    held_out = write_demos(tmp_path / "heldout.jsonl", n=2, seed=99)
+    argv = ["personality", "compare", "tiny", "--prompts", str(held_out)]
+    assert main(argv + ["--replies-per-prompt", "2"]) == 2
+    assert "sample them (temperature above 0)" in capsys.readouterr().err
+
+
 def test_mean_ci_contains_the_mean_and_shrinks_with_n():
     wide = mean_ci([0.0, 1.0, 0.5, 0.25])
     narrow = mean_ci([0.0, 1.0, 0.5, 0.25] * 25)

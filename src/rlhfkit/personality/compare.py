@@ -1,7 +1,9 @@
 """Side by side: the attribute profile of several trained personalities on held-out prompts.
 
 Each run's policy (``RUN/model``, or any model name: ``default``, a directory, ``tiny``) answers
-the same prompts greedily; every reply is scored on every attribute; the profile is the mean
+the same prompts, greedily by default, or ``replies_per_prompt`` times each sampled at
+``temperature`` (the way DPO and PPO saw the policy while training); every reply is scored on
+every attribute, a prompt's score is the mean over its replies, and the profile is the mean
 score per attribute with a 95 % confidence interval (Student's t over prompts). Prompts a run
 was trained on (``prompts`` in its ``config.yaml`` or ``personality.json``) are left out, so the
 profile is measured on held-out prompts. Every later run is also compared with the first on the
@@ -10,7 +12,8 @@ same prompts (paired differences with 95 % intervals), so list the starting poli
 Example::
 
     report = compare_runs(["runs/personality-concise-ppo", "runs/personality-warm-and-polite-ppo"],
-                          prompts="heldout.jsonl", n_prompts=40)
+                          prompts="heldout.jsonl", n_prompts=40,
+                          temperature=1.0, replies_per_prompt=4)
     print(format_comparison(report))
 """
 
@@ -101,13 +104,18 @@ def compare_runs(
     samples: int = 3,
     exclude_training_prompts: bool = True,
     contrasts: list[tuple[int, int]] | None = None,
+    temperature: float = 0.0,
+    replies_per_prompt: int = 1,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
     held-out prompts, each later run's paired difference from the first (``differences``: mean
     and 95 % CI over prompts of its score minus the first run's on the same prompt), plus
     ``samples`` example replies per run. ``contrasts`` adds more paired differences from the
-    same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). Example in the
-    module docstring.
+    same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). ``temperature`` 0
+    decodes greedily (one reply per prompt); above 0 each run samples ``replies_per_prompt``
+    replies per prompt from the same ``seed``, and a prompt's score is their mean, so the
+    intervals stay over prompts. Example in the module docstring.
     """
     from rlhfkit.models import generate_replies, load_policy
     from rlhfkit.train.base import read_prompts
@@ -120,6 +128,7 @@ def compare_runs(
             raise InputError(
                 f"contrast ({i}, {j}): expected two different run indices from 0 to {len(runs) - 1}"
             )
+    _check_decoding(temperature, replies_per_prompt)
     infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
     pool = read_prompts(prompts)
     excluded = set()
@@ -136,8 +145,21 @@ def compare_runs(
     results = []
     for run, label, (_, model, info) in zip(runs, labels, infos, strict=True):
         policy = load_policy(model)
-        replies = generate_replies(policy, held_out, max_new_tokens=max_new_tokens, temperature=0)
-        scores = score_all(replies)
+        k = replies_per_prompt
+        drawn = generate_replies(
+            policy,
+            [p for p in held_out for _ in range(k)],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed if temperature > 0 else None,
+        )
+        every = score_all(drawn)
+        # a prompt's score is the mean over its k replies: the unit of the intervals is the prompt
+        scores = {
+            a: [sum(v[i * k : i * k + k]) / k for i in range(len(held_out))]
+            for a, v in every.items()
+        }
+        replies = drawn[::k]
         results.append(
             {
                 "run": run,
@@ -166,6 +188,9 @@ def compare_runs(
         "prompts": prompts,
         "n_prompts": len(held_out),
         "excluded_training_prompts": len(excluded),
+        "temperature": temperature,
+        "replies_per_prompt": replies_per_prompt,
+        **({"seed": seed} if temperature > 0 else {}),
         "attributes": list(ATTRIBUTES),
         "runs": [{k: v for k, v in r.items() if k not in ("replies", "scores")} for r in results],
         "differences": differences,
@@ -177,6 +202,20 @@ def compare_runs(
             for i in range(min(samples, len(held_out)))
         ],
     }
+
+
+def _check_decoding(temperature: float, replies_per_prompt: int) -> None:
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature <= 10):
+        raise InputError(f"temperature: expected a number from 0 (greedy) to 10, got {temperature}")
+    if isinstance(replies_per_prompt, bool) or not isinstance(replies_per_prompt, int):
+        raise InputError(f"replies_per_prompt: expected a whole number, got {replies_per_prompt!r}")
+    if replies_per_prompt < 1:
+        raise InputError(f"replies_per_prompt: expected 1 or more, got {replies_per_prompt}")
+    if temperature == 0 and replies_per_prompt > 1:
+        raise InputError(
+            f"replies_per_prompt: {replies_per_prompt} greedy replies to a prompt are all the"
+            " same; sample them (temperature above 0) or ask for 1"
+        )
 
 
 def _minus(xs: list[float], ys: list[float]) -> list[float]:
@@ -200,8 +239,15 @@ def format_comparison(report: dict[str, Any], width: int = 300) -> str:
     """The report as a text table (mean [95 % CI] per attribute and run) and sample replies."""
     labels = [r["label"] for r in report["runs"]]
     cell = 20
+    k, temperature = report.get("replies_per_prompt", 1), report.get("temperature", 0)
+    decoding = (
+        "greedy replies"
+        if not temperature
+        else f"{k} repl{'y' if k == 1 else 'ies'} per prompt sampled at temperature"
+        f" {temperature:g}, averaged per prompt"
+    )
     lines = [
-        f"{report['n_prompts']} held-out prompts from {report['prompts']}"
+        f"{report['n_prompts']} held-out prompts from {report['prompts']}, {decoding}"
         f" (mean score [95% CI]; {report['excluded_training_prompts']} training prompts left out)",
         "",
         f"{'attribute':12s}" + "".join(f"{label[: cell - 1]:>{cell}s}" for label in labels),
