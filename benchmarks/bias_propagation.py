@@ -128,19 +128,12 @@ def candidates(settings: Settings, prompts: list[list[dict]], fast: bool) -> lis
 
 def read_heldout(path: Path, n: int | None) -> list[list[dict]]:
     """The first ``n`` (all: None) prompts of a held-out file: any prompts file rlhfkit reads,
-    or MT-Bench's question.jsonl (first turns)."""
-    from rlhfkit.evaluate.tradeoff import read_mt_bench
+    MT-Bench's question.jsonl (first turns) among them."""
     from rlhfkit.train.base import read_prompts
 
     if not Path(path).is_file():
         raise InputError(f"--heldout-file {path}: no such file")
-    lines = Path(path).read_text("utf-8", errors="replace").splitlines()
-    try:
-        first = json.loads(next((x for x in lines if x.strip()), "null"))
-    except json.JSONDecodeError:
-        first = None  # read_prompts names the bad line
-    mt_bench = isinstance(first, dict) and "turns" in first
-    prompts = read_mt_bench(str(path)) if mt_bench else read_prompts(str(path))
+    prompts = read_prompts(str(path))
     return prompts[:n] if n is not None else prompts
 
 

@@ -276,7 +276,7 @@ def _add_data_commands(sub) -> None:
     )
     group.set_defaults(handler=lambda args: group.print_help() or 2)
     data_sub = group.add_subparsers(dest="data_command", metavar="COMMAND")
-    formats = "trl, hh, oasst, pandalm, xstest-prompts, xstest-completions, self-instruct"
+    formats = "trl, hh, oasst, pandalm, xstest-prompts, xstest-completions, self-instruct, mt-bench"
     p = _command(
         data_sub,
         "validate",

@@ -316,6 +316,22 @@ CASES = [
         "instances is a array",
     ),
     (
+        "mt-bench-turns-not-strings",
+        "mt1.jsonl",
+        jl({"question_id": 81, "turns": ["Write a poem."]}, {"question_id": 82, "turns": [3]}),
+        None,
+        2,
+        "expected 'turns', a non-empty list of strings",
+    ),
+    (
+        "mt-bench-bad-reference",
+        "mt2.jsonl",
+        jl({"question_id": 81, "turns": ["Add 2 and 2."], "reference": "4"}),
+        "mt-bench",
+        1,
+        "reference is a string; expected a list of strings",
+    ),
+    (
         "parquet-garbage",
         "g.parquet",
         b"PAR1" + b"not really parquet" * 10,

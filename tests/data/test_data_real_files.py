@@ -26,6 +26,7 @@ XSTEST_COMPLETIONS = [
     f"xstest/xstest_v2_completions_{m}.csv" for m in ("gpt4", "llama2new", "mistralinstruct")
 ]
 SELF_INSTRUCT = "self-instruct/seed_tasks.jsonl"
+MT_BENCH = "mt-bench/question.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,7 @@ SELF_INSTRUCT = "self-instruct/seed_tasks.jsonl"
         (XSTEST_PROMPTS, "xstest-prompts"),
         (XSTEST_COMPLETIONS[0], "xstest-completions"),
         (SELF_INSTRUCT, "self-instruct"),
+        (MT_BENCH, "mt-bench"),
     ],
 )
 def test_format_is_detected_from_content(shared_data, relative, name):
@@ -176,6 +178,28 @@ def test_self_instruct_175_demonstrations(shared_data):
     assert (
         with_input.completion == "The relation between the given pairs is that they are opposites."
     )
+
+
+def test_mt_bench_80_first_turns_are_prompts(shared_data):
+    from rlhfkit.train.base import read_prompts
+
+    questions = read_examples(shared_data(MT_BENCH))
+    assert len(questions) == 80 and len(read_prompts(str(shared_data(MT_BENCH)))) == 80
+    first = questions[0]
+    assert first.prompt == [
+        {
+            "role": "user",
+            "content": "Compose an engaging travel blog post about a recent trip to Hawaii,"
+            " highlighting cultural experiences and must-see attractions.",
+        }
+    ]
+    # the second turn answers the model's first reply: kept, not made a prompt of its own
+    assert first.completion == "" and len(first.meta["turns"]) == 2
+    assert first.item_id == "81" and first.meta["category"] == "writing"
+    # the questions with reference answers (all of math and reasoning) carry the first one
+    with_reference = [q for q in questions if q.completion]
+    assert len(with_reference) == 38
+    assert all(q.completion for q in questions if q.meta["category"] in {"math", "reasoning"})
 
 
 @pytest.mark.parametrize("relative", [HH, OASST, PANDALM])

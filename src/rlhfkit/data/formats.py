@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.data import hh, oasst, pandalm, self_instruct, trl, xstest
+from rlhfkit.data import hh, mt_bench, oasst, pandalm, self_instruct, trl, xstest
 from rlhfkit.data.files import check_readable, head_bytes, iter_lines
 from rlhfkit.errors import InputError
 
@@ -42,6 +42,7 @@ FORMATS: dict[str, Format] = {
     "xstest-prompts": Format(examples=xstest.prompt_examples),
     "xstest-completions": Format(examples=xstest.completion_examples),
     "self-instruct": Format(examples=self_instruct.examples),
+    "mt-bench": Format(examples=mt_bench.examples),
 }
 
 
@@ -118,6 +119,8 @@ def _detect_json_lines(path: Path) -> str:
             return "oasst"
         if {"instruction", "instances"} <= set(obj):
             return "self-instruct"
+        if "turns" in obj and "prompt" not in obj and "messages" not in obj:
+            return "mt-bench"
         chosen = obj.get("chosen")
         if "prompt" not in obj and isinstance(chosen, str) and "Human:" in chosen:
             return "hh"

@@ -153,28 +153,10 @@ def read_xstest_safe(path: str) -> list[list[dict[str, str]]]:
 
 
 def read_mt_bench(path: str) -> list[list[dict[str, str]]]:
-    """First turns of MT-Bench ``question.jsonl``."""
-    prompts = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError:
-                    raise InputError(f"{path}:{line}: not valid JSON") from None
-                turns = row.get("turns") if isinstance(row, dict) else None
-                if not isinstance(turns, list) or not turns or not isinstance(turns[0], str):
-                    raise InputError(f"{path}:{line}: expected 'turns', a list of strings")
-                prompts.append(_user(turns[0]))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (MT-Bench question.jsonl)") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    if not prompts:
-        raise InputError(f"{path}: no questions")
-    return prompts
+    """First turns of MT-Bench ``question.jsonl`` (the ``mt-bench`` data format)."""
+    from rlhfkit.data import read_examples
+
+    return [e.prompt for e in read_examples(path, "mt-bench")]
 
 
 def split_prompts(cfg: Config) -> dict[str, dict[str, list]]:
