@@ -99,6 +99,7 @@ def _add_personality_commands(sub) -> None:
             temperature=args.temperature,
             replies_per_prompt=args.replies_per_prompt,
             seed=args.seed,
+            contrasts=[tuple(c) for c in args.contrast or []],
         )
         _print_json(report) if args.json else print(format_comparison(report))
 
@@ -149,6 +150,14 @@ def _add_personality_commands(sub) -> None:
         help="sampled replies per prompt (needs --temperature above 0); a prompt scores their mean",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every run")
+    p.add_argument(
+        "--contrast",
+        nargs=2,
+        type=int,
+        action="append",
+        metavar=("I", "J"),
+        help="also show run I minus run J, paired (0 = the first RUN); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     def judge(args):

@@ -394,6 +394,17 @@ def test_cli_compare_greedy_with_several_replies_is_refused(tmp_path, capsys):
     argv = ["personality", "compare", "tiny", "--prompts", str(held_out)]
     assert main(argv + ["--replies-per-prompt", "2"]) == 2
     assert "sample them (temperature above 0)" in capsys.readouterr().err
+    assert main(argv + ["--contrast", "0", "3"]) == 2
+    assert "contrast (0, 3): expected two different run indices" in capsys.readouterr().err
+
+
+def test_cli_compare_contrast_adds_a_paired_difference(tmp_path, capsys):
+    held_out = write_demos(tmp_path / "heldout.jsonl", n=2, seed=99)
+    argv = ["personality", "compare", "tiny", "tiny", "--prompts", str(held_out), "--json"]
+    assert main(argv + ["--max-new-tokens", "4", "--contrast", "0", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    pairs = [(d["run"], d["minus"]) for d in report["differences"]]
+    assert pairs == [("tiny#2", "tiny"), ("tiny", "tiny#2")]
 
 
 def test_mean_ci_contains_the_mean_and_shrinks_with_n():
