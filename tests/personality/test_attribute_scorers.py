@@ -67,6 +67,9 @@ def test_politeness_orders_polite_neutral_rude():
         "You are lazy loading the images, which is right here.",
         "Use a list, a dict or whatever.",
         "Whatever language you choose, the FNF and FSP flags stay off.",
+        "Create it once:\n```sql\nCREATE TABLE IF NOT EXISTS users (id INT);\n```\nThen insert.",
+        "Run `SELECT * FROM T WHERE ID IN (1, 2)` first.",
+        "A fence cut off at the token limit:\n```\nDROP TABLE IF EXISTS LOGS",
     ],
 )
 def test_politeness_is_not_fooled_by_acronyms_or_technical_words(technical):
@@ -82,6 +85,8 @@ def test_politeness_hears_shouting_and_addressed_insults():
     assert one("politeness", "Learn to read.") < 0.3
     assert one("politeness", "Whatever. Do what you want.") < 0.3
     assert one("politeness", "Sure. Whatever!") < 0.3
+    # outside the code, shouting still counts
+    assert one("politeness", "```\nx = 1\n``` WHY WOULD YOU ASK THAT") < 0.1
 
 
 def test_hedging():

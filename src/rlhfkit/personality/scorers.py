@@ -240,9 +240,13 @@ _RUDE = _phrases(
 # human-written assistant replies hold 441 lone ones in 687 replies, and no shouting.
 _SHOUT = re.compile(r"\b(?:[A-Z]{2,}|[AI])(?: (?:[A-Z]{2,}|[AI])){2,}\b")
 _BANGS = re.compile(r"[!?]{2,}")
+# Code is not speech: SQL in capitals is not shouting, and `kill -9` no insult. A fence left
+# open (a reply cut off at its token limit) runs to the end.
+_CODE_SPAN = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`", re.DOTALL)
 
 
 def _politeness_one(text: str) -> float:
+    text = _CODE_SPAN.sub(" ", text)
     polite = _count(_POLITE, text)
     shouting = sum(len(run.split()) for run in _SHOUT.findall(text))
     rude = _count(_RUDE, text) + 0.5 * min(shouting, 4) + 0.5 * _count(_BANGS, text)
@@ -252,7 +256,7 @@ def _politeness_one(text: str) -> float:
 
 def politeness(texts: list[str]) -> list[float]:
     """0.5 = neutral; polite markers (please, thanks, happy to help) raise it, insults, curses,
-    shouting and "!!" lower it."""
+    shouting and "!!" lower it. Code (fenced blocks, inline spans) is left out."""
     return [_politeness_one(t) for t in texts]
 
 
