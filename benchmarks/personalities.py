@@ -7,7 +7,8 @@ ranking taught per attribute in ``pair_gaps``), then has the starting policy and
 results answer the same held-out prompts (``rlhfkit personality compare``; greedily, or with
 ``--eval-temperature T --eval-replies K`` K sampled replies per prompt, averaged per prompt):
 attribute profiles with 95 % intervals, paired differences from the start and between the two,
-and sample replies. Writes ``OUT/result.json`` and prints the comparison table.
+and sample replies. Writes ``OUT/result.json`` and every compared reply with its scores to
+``OUT/replies.jsonl``, and prints the comparison table.
 
 Prompts: single-turn OASST first messages (real users' questions) from ``../shared/data``, split
 into training and held-out prompts by a seeded shuffle (the demo's split).
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
         temperature=args.eval_temperature,
         replies_per_prompt=args.eval_replies,
         seed=args.seed,
+        replies_out=args.out / "replies.jsonl",
     )
     contrast = report["differences"][-1:]
     seconds["compare"] = round(time.time() - started, 1)

@@ -100,6 +100,7 @@ def _add_personality_commands(sub) -> None:
             replies_per_prompt=args.replies_per_prompt,
             seed=args.seed,
             contrasts=[tuple(c) for c in args.contrast or []],
+            replies_out=args.replies_out,
         )
         _print_json(report) if args.json else print(format_comparison(report))
 
@@ -157,6 +158,11 @@ def _add_personality_commands(sub) -> None:
         action="append",
         metavar=("I", "J"),
         help="also show run I minus run J, paired (0 = the first RUN); repeatable",
+    )
+    p.add_argument(
+        "--replies-out",
+        default=None,
+        help="write every reply with its scores here, one JSON line each",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -119,6 +119,8 @@ def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, s
     assert result["method"] == "dpo" and result["samples"] == 4 and result["rpo_alpha"] == 1.0
     comparison = result["comparison"]
     assert comparison["temperature"] == 1.0 and comparison["replies_per_prompt"] == 2
+    replies = (out / "replies.jsonl").read_text().splitlines()
+    assert len(replies) == 3 * comparison["n_prompts"] * 2  # runs x prompts x draws
     first = json.loads((out / "concise" / "metrics.jsonl").read_text().splitlines()[0])
     # the likelihood term reached the trainer: step 1 is log 2 plus the chosen replies' NLL
     expected = math.log(2) + first["train/nll_chosen"]

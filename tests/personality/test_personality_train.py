@@ -343,8 +343,15 @@ def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeyp
         ]
 
     monkeypatch.setattr(rlhfkit.models, "generate_replies", fake_replies)
+    out = tmp_path / "replies.jsonl"
     report = compare_runs(
-        ["tiny", "tiny"], str(held_out), n_prompts=4, temperature=0.7, replies_per_prompt=3, seed=5
+        ["tiny", "tiny"],
+        str(held_out),
+        n_prompts=4,
+        temperature=0.7,
+        replies_per_prompt=3,
+        seed=5,
+        replies_out=out,
     )
     assert calls[0]["temperature"] == 0.7 and calls[0]["seed"] == 5
     assert report["temperature"] == 0.7 and report["replies_per_prompt"] == 3
@@ -356,6 +363,18 @@ def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeyp
     assert profile["low"] == profile["high"] == profile["mean"]
     assert report["samples"][0]["replies"]["tiny"] == "Thank you, happy to help."
     assert "3 replies per prompt sampled at temperature 0.7" in format_comparison(report)
+    # every reply, its prompt and draw, and its scores: 2 runs x 4 prompts x 3 draws
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 24
+    assert [(r["run"], r["prompt_index"], r["draw"]) for r in rows[:4]] == [
+        ("tiny", 0, 0),
+        ("tiny", 0, 1),
+        ("tiny", 0, 2),
+        ("tiny", 1, 0),
+    ]
+    assert rows[0]["reply"] == "Thank you, happy to help." and rows[1]["reply"] == "Paris."
+    assert rows[0]["scores"]["politeness"] == pytest.approx(polite, abs=1e-4)
+    assert {r["run"] for r in rows} == {"tiny", "tiny#2"}
 
     # the same model sampled from the same seed: every difference is exactly 0
     monkeypatch.undo()
@@ -387,6 +406,14 @@ def test_compare_refuses_bad_decoding_before_loading_anything(tmp_path, kwargs, 
     # a run name that does not exist: the decoding check comes first, and nothing is generated
     with pytest.raises(InputError, match=message):
         compare_runs([str(tmp_path / "missing")], str(tmp_path / "none.jsonl"), **kwargs)
+
+
+def test_compare_refuses_a_replies_file_in_a_missing_folder_before_generating(tmp_path):
+    held_out = write_demos(tmp_path / "heldout.jsonl", n=2, seed=99)
+    for bad, message in ((tmp_path / "no" / "r.jsonl", "does not exist"), (tmp_path, "directory")):
+        with pytest.raises(InputError, match=message):
+            compare_runs(["tiny"], str(held_out), replies_out=bad)
+    assert not (tmp_path / "no").exists()
 
 
 def test_cli_compare_greedy_with_several_replies_is_refused(tmp_path, capsys):

@@ -107,6 +107,7 @@ def compare_runs(
     temperature: float = 0.0,
     replies_per_prompt: int = 1,
     seed: int = 0,
+    replies_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
     held-out prompts, each later run's paired difference from the first (``differences``: mean
@@ -115,7 +116,9 @@ def compare_runs(
     same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). ``temperature`` 0
     decodes greedily (one reply per prompt); above 0 each run samples ``replies_per_prompt``
     replies per prompt from the same ``seed``, and a prompt's score is their mean, so the
-    intervals stay over prompts. Example in the module docstring.
+    intervals stay over prompts. ``replies_out`` writes every reply as a JSON line (``run``,
+    ``prompt_index``, ``prompt``, ``draw``, ``reply`` and its ``scores``), written whole at the
+    end. Example in the module docstring.
     """
     from rlhfkit.models import generate_replies, load_policy
     from rlhfkit.train.base import read_prompts
@@ -129,6 +132,8 @@ def compare_runs(
                 f"contrast ({i}, {j}): expected two different run indices from 0 to {len(runs) - 1}"
             )
     _check_decoding(temperature, replies_per_prompt)
+    if replies_out is not None:
+        _check_output(Path(replies_out))
     infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
     pool = read_prompts(prompts)
     excluded = set()
@@ -142,7 +147,8 @@ def compare_runs(
             " pass other prompts"
         )
     labels = _unique([label for label, _, _ in infos])
-    results = []
+    results: list[dict[str, Any]] = []
+    every_reply: list[dict[str, Any]] = []
     for run, label, (_, model, info) in zip(runs, labels, infos, strict=True):
         policy = load_policy(model)
         k = replies_per_prompt
@@ -160,6 +166,17 @@ def compare_runs(
             for a, v in every.items()
         }
         replies = drawn[::k]
+        every_reply.extend(
+            {
+                "run": label,
+                "prompt_index": i // k,
+                "prompt": held_out[i // k][-1]["content"],
+                "draw": i % k,
+                "reply": text,
+                "scores": {a: round(every[a][i], 4) for a in ATTRIBUTES},
+            }
+            for i, text in enumerate(drawn)
+        )
         results.append(
             {
                 "run": run,
@@ -184,6 +201,10 @@ def compare_runs(
         }
         for i, j in pairs
     ]
+    if replies_out is not None:
+        from rlhfkit.data.writer import write_jsonl
+
+        write_jsonl(Path(replies_out), every_reply)
     return {
         "prompts": prompts,
         "n_prompts": len(held_out),
@@ -215,6 +236,15 @@ def _check_decoding(temperature: float, replies_per_prompt: int) -> None:
         raise InputError(
             f"replies_per_prompt: {replies_per_prompt} greedy replies to a prompt are all the"
             " same; sample them (temperature above 0) or ask for 1"
+        )
+
+
+def _check_output(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; expected a file for the replies")
+    if not path.parent.is_dir():
+        raise InputError(
+            f"{path}: folder {path.parent} does not exist; expected an existing folder"
         )
 
 
