@@ -80,9 +80,11 @@ def main(argv=None) -> int:
     import torch
 
     from rlhfkit.demo import load_prompts, write_prompts
-    from rlhfkit.personality.compare import compare_runs, format_comparison
+    from rlhfkit.personality.compare import check_decoding, compare_runs, format_comparison
     from rlhfkit.personality.training import Config, train_personality
 
+    # a bad evaluation setting fails now, not after both personalities have trained
+    check_decoding(args.eval_temperature, args.eval_replies, args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     train, heldout = load_prompts(

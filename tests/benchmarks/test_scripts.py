@@ -135,6 +135,16 @@ def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, s
     assert gaps["concise"]["length"] == pytest.approx(-gaps["concise"]["concision"], abs=2e-4)
 
 
+def test_personalities_benchmark_refuses_a_bad_evaluation_before_training(tmp_path):
+    from rlhfkit.errors import InputError
+
+    out = tmp_path / "pers"
+    argv = ["--fast", "--eval-replies", "2", "--out", str(out)]  # greedy: 2 replies are one
+    with pytest.raises(InputError, match="greedy replies to a prompt are all the same"):
+        load("personalities").main(argv)
+    assert not out.exists()
+
+
 def test_personalities_benchmark_names_a_missing_data_dir(tmp_path):
     from rlhfkit.errors import InputError
 

@@ -360,3 +360,20 @@ def test_writer_replaces_an_existing_file_only_on_success(tmp_path):
         write_preferences_jsonl(pairs(), out)
     assert out.read_text(encoding="utf-8") == "old\n"
     assert os.listdir(tmp_path) == ["out.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "record, name",
+    [
+        ({"question_id": 1, "category": "writing", "turns": ["Write a haiku."]}, "mt-bench"),
+        ({"turns": ["Write a haiku."]}, "mt-bench"),
+        # a TRL record that happens to carry a turns column stays TRL's
+        ({"prompt": "Hi", "chosen": "Hello", "rejected": "Go", "turns": 2}, "trl"),
+        ({"prompt": "Hi", "completion": "Hello", "turns": ["x"]}, "trl"),
+        ({"messages": [{"role": "user", "content": "Hi"}], "turns": 1}, "trl"),
+    ],
+)
+def test_mt_bench_is_told_from_trl_records_with_a_turns_key(tmp_path, record, name):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    assert detect_format(path) == name

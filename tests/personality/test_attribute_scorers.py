@@ -85,8 +85,13 @@ def test_politeness_hears_shouting_and_addressed_insults():
     assert one("politeness", "Learn to read.") < 0.3
     assert one("politeness", "Whatever. Do what you want.") < 0.3
     assert one("politeness", "Sure. Whatever!") < 0.3
-    # outside the code, shouting still counts
-    assert one("politeness", "```\nx = 1\n``` WHY WOULD YOU ASK THAT") < 0.1
+    # outside the code, shouting still counts; a fence opens only at the start of a line
+    assert one("politeness", "```\nx = 1\n```\nWHY WOULD YOU ASK THAT") < 0.1
+    assert one("politeness", "Use ``` to open a block. WHY WOULD YOU ASK THAT") < 0.1
+    # insults and curses count even inside code: a fence is no place to hide them
+    assert one("politeness", "Sure!\n```\nYou are an idiot, shut up") < 0.1
+    # courtesy inside code is not courtesy
+    assert one("politeness", 'Here:\n```python\nprint("Hello, please")\n```') == pytest.approx(0.5)
 
 
 def test_hedging():

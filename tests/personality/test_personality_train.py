@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -336,10 +337,11 @@ def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeyp
     calls = []
 
     def fake_replies(policy, prompts, **kwargs):
-        calls.append(kwargs)
-        # per prompt: one polite reply, then plain ones
+        calls.append({"prompts": prompts, **kwargs})
+        # prompts 0 and 2: one polite reply of three; prompts 1 and 3: none
         return [
-            "Thank you, happy to help." if i % 3 == 0 else "Paris." for i in range(len(prompts))
+            "Thank you, happy to help." if i % 3 == 0 and (i // 3) % 2 == 0 else "Paris."
+            for i in range(len(prompts))
         ]
 
     monkeypatch.setattr(rlhfkit.models, "generate_replies", fake_replies)
@@ -353,28 +355,38 @@ def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeyp
         seed=5,
         replies_out=out,
     )
+    sent = calls[0]["prompts"]
+    # each prompt three times in a row, in the held-out order
+    assert len(sent) == 12 and sent[0] == sent[1] == sent[2] != sent[3] == sent[4] == sent[5]
     assert calls[0]["temperature"] == 0.7 and calls[0]["seed"] == 5
     assert report["temperature"] == 0.7 and report["replies_per_prompt"] == 3
     polite, plain = score("politeness", ["Thank you, happy to help.", "Paris."])
-    profile = report["runs"][0]["profile"]["politeness"]
     # each prompt scores the mean of its three replies; the interval is over the 4 prompts
+    one_in_three = (polite + 2 * plain) / 3
+    expected = mean_ci([one_in_three, plain, one_in_three, plain])
+    profile = report["runs"][0]["profile"]["politeness"]
     assert profile["n"] == 4
-    assert profile["mean"] == pytest.approx((polite + 2 * plain) / 3, abs=1e-4)
-    assert profile["low"] == profile["high"] == profile["mean"]
+    for key in ("mean", "low", "high"):
+        assert profile[key] == pytest.approx(expected[key], abs=1e-4)
+    assert profile["low"] < profile["mean"] < profile["high"]
     assert report["samples"][0]["replies"]["tiny"] == "Thank you, happy to help."
+    assert report["samples"][1]["replies"]["tiny"] == "Paris."
     assert "3 replies per prompt sampled at temperature 0.7" in format_comparison(report)
     # every reply, its prompt and draw, and its scores: 2 runs x 4 prompts x 3 draws
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 24
-    assert [(r["run"], r["prompt_index"], r["draw"]) for r in rows[:4]] == [
+    assert [(r["label"], r["prompt_index"], r["draw"]) for r in rows[:4]] == [
         ("tiny", 0, 0),
         ("tiny", 0, 1),
         ("tiny", 0, 2),
         ("tiny", 1, 0),
     ]
     assert rows[0]["reply"] == "Thank you, happy to help." and rows[1]["reply"] == "Paris."
+    assert (
+        rows[0]["prompt"] == sent[0][-1]["content"] and rows[3]["prompt"] == sent[3][-1]["content"]
+    )
     assert rows[0]["scores"]["politeness"] == pytest.approx(polite, abs=1e-4)
-    assert {r["run"] for r in rows} == {"tiny", "tiny#2"}
+    assert {r["label"] for r in rows} == {"tiny", "tiny#2"}
 
     # the same model sampled from the same seed: every difference is exactly 0
     monkeypatch.undo()
@@ -400,6 +412,10 @@ def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeyp
         ({"temperature": -0.5}, "temperature: expected a number from 0"),
         ({"temperature": float("nan")}, "temperature: expected a number from 0"),
         ({"temperature": "hot"}, "temperature: expected a number from 0"),
+        ({"temperature": True}, "temperature: expected a number from 0"),
+        ({"temperature": 11.0}, "temperature: expected a number from 0"),
+        ({"temperature": 1.0, "seed": -1}, "seed: expected a whole number"),
+        ({"temperature": 1.0, "seed": 2**70}, "seed: expected a whole number"),
     ],
 )
 def test_compare_refuses_bad_decoding_before_loading_anything(tmp_path, kwargs, message):
@@ -414,6 +430,11 @@ def test_compare_refuses_a_replies_file_in_a_missing_folder_before_generating(tm
         with pytest.raises(InputError, match=message):
             compare_runs(["tiny"], str(held_out), replies_out=bad)
     assert not (tmp_path / "no").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to test then
+        with pytest.raises(InputError, match="not writable"):
+            compare_runs(["tiny"], str(held_out), replies_out=locked / "r.jsonl")
 
 
 def test_cli_compare_greedy_with_several_replies_is_refused(tmp_path, capsys):

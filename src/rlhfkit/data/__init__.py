@@ -5,7 +5,7 @@ Readers yield the two record types of :mod:`rlhfkit.data.records`: :class:`Prefe
 Formats: ``trl`` (prompt/chosen/rejected, prompt/completion[/label], messages; JSON lines,
 JSON array or Parquet), ``hh`` (HH-RLHF dialogues), ``oasst`` (OpenAssistant trees),
 ``pandalm`` (three human votes per item), ``xstest-prompts``, ``xstest-completions``,
-``self-instruct``. Bad input raises :class:`~rlhfkit.errors.InputError` ``PATH:LINE: ...``.
+``self-instruct``, ``mt-bench`` (MT-Bench questions: first turns as prompts). Bad input raises :class:`~rlhfkit.errors.InputError` ``PATH:LINE: ...``.
 
 Example::
 

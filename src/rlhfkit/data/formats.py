@@ -101,6 +101,10 @@ def detect_format(path: Path) -> str:
     )
 
 
+# a record with any of these is TRL's, whatever else it carries
+_TRL_KEYS = {"prompt", "messages", "chosen", "rejected", "completion", "text", "label"}
+
+
 def _detect_json_lines(path: Path) -> str:
     for _, line in iter_lines(path):
         if not line.strip():
@@ -119,7 +123,7 @@ def _detect_json_lines(path: Path) -> str:
             return "oasst"
         if {"instruction", "instances"} <= set(obj):
             return "self-instruct"
-        if "turns" in obj and "prompt" not in obj and "messages" not in obj:
+        if "turns" in obj and not set(obj) & _TRL_KEYS:
             return "mt-bench"
         chosen = obj.get("chosen")
         if "prompt" not in obj and isinstance(chosen, str) and "Human:" in chosen:

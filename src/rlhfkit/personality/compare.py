@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def compare_runs(
             raise InputError(
                 f"contrast ({i}, {j}): expected two different run indices from 0 to {len(runs) - 1}"
             )
-    _check_decoding(temperature, replies_per_prompt)
+    check_decoding(temperature, replies_per_prompt, seed)
     if replies_out is not None:
         _check_output(Path(replies_out))
     infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
@@ -168,7 +169,7 @@ def compare_runs(
         replies = drawn[::k]
         every_reply.extend(
             {
-                "run": label,
+                "label": label,
                 "prompt_index": i // k,
                 "prompt": held_out[i // k][-1]["content"],
                 "draw": i % k,
@@ -225,8 +226,12 @@ def compare_runs(
     }
 
 
-def _check_decoding(temperature: float, replies_per_prompt: int) -> None:
-    if not (isinstance(temperature, (int, float)) and 0 <= temperature <= 10):
+def check_decoding(temperature: float, replies_per_prompt: int, seed: int = 0) -> None:
+    """InputError unless ``temperature``, ``replies_per_prompt`` and ``seed`` make a valid
+    comparison (checked before any model is loaded; the benchmark checks before training)."""
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, (int, float)) and 0 <= temperature <= 10
+    ):
         raise InputError(f"temperature: expected a number from 0 (greedy) to 10, got {temperature}")
     if isinstance(replies_per_prompt, bool) or not isinstance(replies_per_prompt, int):
         raise InputError(f"replies_per_prompt: expected a whole number, got {replies_per_prompt!r}")
@@ -237,6 +242,8 @@ def _check_decoding(temperature: float, replies_per_prompt: int) -> None:
             f"replies_per_prompt: {replies_per_prompt} greedy replies to a prompt are all the"
             " same; sample them (temperature above 0) or ask for 1"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InputError(f"seed: expected a whole number from 0 to 2**63 - 1, got {seed!r}")
 
 
 def _check_output(path: Path) -> None:
@@ -246,6 +253,8 @@ def _check_output(path: Path) -> None:
         raise InputError(
             f"{path}: folder {path.parent} does not exist; expected an existing folder"
         )
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path}: folder {path.parent} is not writable")
 
 
 def _minus(xs: list[float], ys: list[float]) -> list[float]:

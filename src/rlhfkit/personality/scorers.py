@@ -240,23 +240,28 @@ _RUDE = _phrases(
 # human-written assistant replies hold 441 lone ones in 687 replies, and no shouting.
 _SHOUT = re.compile(r"\b(?:[A-Z]{2,}|[AI])(?: (?:[A-Z]{2,}|[AI])){2,}\b")
 _BANGS = re.compile(r"[!?]{2,}")
-# Code is not speech: SQL in capitals is not shouting, and `kill -9` no insult. A fence left
-# open (a reply cut off at its token limit) runs to the end.
-_CODE_SPAN = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`", re.DOTALL)
+# Code is not speech: SQL in capitals is not shouting, print("Hello") no greeting. A fence opens
+# only at the start of a line; one left open (a reply cut off at its token limit) runs to the
+# end. A stray ``` inside a sentence hides nothing.
+_CODE_SPAN = re.compile(
+    r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1|\Z)|(?<!`)`[^`\n]+`(?!`)", re.DOTALL | re.MULTILINE
+)
 
 
 def _politeness_one(text: str) -> float:
-    text = _CODE_SPAN.sub(" ", text)
-    polite = _count(_POLITE, text)
-    shouting = sum(len(run.split()) for run in _SHOUT.findall(text))
-    rude = _count(_RUDE, text) + 0.5 * min(shouting, 4) + 0.5 * _count(_BANGS, text)
+    prose = _CODE_SPAN.sub(" ", text)
+    polite = _count(_POLITE, prose)
+    shouting = sum(len(run.split()) for run in _SHOUT.findall(prose))
+    # insults and curses count inside code too: a fence must not be a place to hide them
+    rude = _count(_RUDE, text) + 0.5 * min(shouting, 4) + 0.5 * _count(_BANGS, prose)
     # Counts, not densities: one "thank you" or one insult is felt whatever the reply's length.
     return _sigmoid(0.9 * min(polite, 6) - 1.4 * min(rude, 6))
 
 
 def politeness(texts: list[str]) -> list[float]:
     """0.5 = neutral; polite markers (please, thanks, happy to help) raise it, insults, curses,
-    shouting and "!!" lower it. Code (fenced blocks, inline spans) is left out."""
+    shouting and "!!" lower it. Courtesy, shouting and "!!" inside code (fenced blocks, inline
+    spans) are not counted; insults and curses are, wherever they stand."""
     return [_politeness_one(t) for t in texts]
 
 
