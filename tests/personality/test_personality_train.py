@@ -329,6 +329,19 @@ def test_compare_leaves_out_training_prompts(tmp_path, prompts, capsys):
     with pytest.raises(InputError, match="no held-out prompts left"):
         compare_runs([str(run)], str(prompts))
 
+    # a DPO run: its config names the ranked pairs, personality.json the prompts they came from
+    (run / "config.yaml").write_text(f"data: {run / 'pairs.jsonl'}\n")
+    from rlhfkit.train.base import read_prompts
+
+    first = read_prompts(str(prompts))[0]
+    pair = {"prompt": first, "chosen": "Thanks!", "rejected": "No."}
+    (run / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
+    report = compare_runs([str(run)], str(prompts), max_new_tokens=2)
+    assert report["excluded_training_prompts"] == 1
+    (run / "personality.json").write_text(json.dumps({"prompts": str(prompts)}))
+    with pytest.raises(InputError, match="no held-out prompts left"):
+        compare_runs([str(run)], str(prompts))
+
 
 def test_compare_samples_several_replies_and_scores_their_mean(tmp_path, monkeypatch, capsys):
     import rlhfkit.models

@@ -80,20 +80,29 @@ def _run_info(run: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def _training_prompts(run: str) -> set[str]:
-    """The prompts file a run trained on (from its config.yaml), as a set of user turns."""
+    """Every prompt a run trained on, as a set of keys: the prompts file of its
+    ``personality.json`` or ``config.yaml`` (PPO), and the prompts of its training data
+    (``data`` in ``config.yaml``: DPO's ranked pairs, SFT's demonstrations)."""
     from rlhfkit.train.base import read_prompts
 
-    config = Path(run) / "config.yaml"
-    if not config.is_file():
-        return set()
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        return set()
-    source = data.get("prompts") if isinstance(data, dict) else None
-    if not source or not Path(source).is_file():
-        return set()
-    return {repr(p) for p in read_prompts(source)}
+    sources = []
+    for name in ("personality.json", "config.yaml"):
+        path = Path(run) / name
+        if not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # JSON is YAML
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict):
+            sources += [data.get("prompts"), data.get("data")]
+    prompts: set[str] = set()
+    for source in {s for s in sources if isinstance(s, str) and Path(s).is_file()}:
+        try:
+            prompts |= {repr(p) for p in read_prompts(source)}
+        except InputError:
+            continue  # a training file that no longer reads cannot be matched against
+    return prompts
 
 
 def compare_runs(
