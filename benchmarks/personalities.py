@@ -10,6 +10,11 @@ attribute profiles with 95 % intervals, paired differences from the start and be
 and sample replies. Writes ``OUT/result.json`` and every compared reply with its scores to
 ``OUT/replies.jsonl``, and prints the comparison table.
 
+``--eval-prompts FILE`` compares on another held-out set instead (MT-Bench's first turns, say),
+and ``--compare-only`` trains nothing: it compares the personalities an earlier run left in
+``--out`` (on a new prompt set, or sampled instead of greedy) and writes
+``OUT/compare-NAME.json`` and ``OUT/replies-NAME.jsonl``.
+
 Prompts: single-turn OASST first messages (real users' questions) from ``../shared/data``, split
 into training and held-out prompts by a seeded shuffle (the demo's split).
 
@@ -17,6 +22,8 @@ Usage::
 
     .venv/bin/python benchmarks/personalities.py --out runs/personalities
     .venv/bin/python benchmarks/personalities.py --fast --out /tmp/pers   # tiny model, seconds
+    .venv/bin/python benchmarks/personalities.py --out runs/personalities --compare-only \
+        --eval-prompts ../shared/data/mt-bench/question.jsonl --eval-temperature 1 --eval-replies 4
 """
 
 from __future__ import annotations
@@ -67,6 +74,22 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--eval-replies", type=int, default=1, help="comparison: sampled replies per prompt"
     )
+    parser.add_argument(
+        "--eval-prompts",
+        type=Path,
+        default=None,
+        help="comparison: another held-out prompts file (any prompts file, e.g."
+        " ../shared/data/mt-bench/question.jsonl) instead of the OASST held-out split",
+    )
+    parser.add_argument(
+        "--eval-n", type=int, default=None, help="comparison: how many --eval-prompts (all)"
+    )
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="train nothing: compare the personalities an earlier run left in --out; writes"
+        " OUT/compare-NAME.json and OUT/replies-NAME.jsonl, NAME from the prompts and decoding",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/personalities"))
@@ -80,28 +103,47 @@ def main(argv=None) -> int:
     import torch
 
     from rlhfkit.demo import load_prompts, write_prompts
+    from rlhfkit.errors import InputError
     from rlhfkit.personality.compare import check_decoding, compare_runs, format_comparison
     from rlhfkit.personality.training import Config, train_personality
+    from rlhfkit.train.base import read_prompts
 
     # a bad evaluation setting fails now, not after both personalities have trained
     check_decoding(args.eval_temperature, args.eval_replies, args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    train, heldout = load_prompts(
-        args.data_dir, args.train_prompts, args.heldout_prompts, args.seed
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_file = write_prompts(train, args.out / "train-prompts.jsonl")
-    heldout_file = write_prompts(heldout, args.out / "heldout-prompts.jsonl")
-
+    if args.eval_prompts is not None and not args.eval_prompts.is_file():
+        raise InputError(f"--eval-prompts {args.eval_prompts}: no such file")
+    if args.eval_n is not None and args.eval_n < 1:
+        raise InputError(f"--eval-n: expected 1 or more, got {args.eval_n}")
     runs, seconds, pair_gaps = [], {}, {}
-    for spec in args.specs:
+    if args.compare_only:
+        train, heldout_file = None, args.out / "heldout-prompts.jsonl"
+        for spec in args.specs:
+            if not (args.out / spec / "model").is_dir():
+                raise InputError(
+                    f"--compare-only: {args.out / spec / 'model'} not found; train it first"
+                    " (the same command without --compare-only)"
+                )
+            runs.append(str(args.out / spec))
+            if (args.out / spec / "pairs.jsonl").is_file():
+                pair_gaps[spec] = _pair_gaps(args.out / spec / "pairs.jsonl")
+        if args.eval_prompts is None and not heldout_file.is_file():
+            raise InputError(f"--compare-only: {heldout_file} not found; train first")
+    else:
+        train, heldout = load_prompts(
+            args.data_dir, args.train_prompts, args.heldout_prompts, args.seed
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_prompts(train, args.out / "train-prompts.jsonl")
+        heldout_file = write_prompts(heldout, args.out / "heldout-prompts.jsonl")
+    for spec in [] if args.compare_only else args.specs:
         started = time.time()
         run = train_personality(
             Config(
                 spec=spec,
                 policy=args.policy,
-                prompts=str(train_file),
+                prompts=str(args.out / "train-prompts.jsonl"),
                 out=args.out / spec,
                 method=args.method,
                 steps=args.steps,
@@ -121,20 +163,31 @@ def main(argv=None) -> int:
         if args.method == "dpo":
             pair_gaps[spec] = _pair_gaps(run / "pairs.jsonl")
 
+    name = ""
+    if args.compare_only:
+        stem = (args.eval_prompts or heldout_file).name.split(".")[0]
+        name = f"-{stem}-t{args.eval_temperature:g}x{args.eval_replies}"
+    eval_file = args.eval_prompts or heldout_file
+    if args.eval_n is not None:
+        n_eval = args.eval_n
+    elif args.eval_prompts is not None:
+        n_eval = len(read_prompts(str(args.eval_prompts)))
+    else:
+        n_eval = args.heldout_prompts
     started = time.time()
     # start first, so every difference is measured from it; then the two against each other,
     # from the same replies
     report = compare_runs(
         [args.policy, *runs],
-        str(heldout_file),
-        n_prompts=args.heldout_prompts,
+        str(eval_file),
+        n_prompts=n_eval,
         max_new_tokens=args.max_new_tokens,
         samples=3,
         contrasts=[(2, 1)],
         temperature=args.eval_temperature,
         replies_per_prompt=args.eval_replies,
         seed=args.seed,
-        replies_out=args.out / "replies.jsonl",
+        replies_out=args.out / f"replies{name}.jsonl",
     )
     contrast = report["differences"][-1:]
     seconds["compare"] = round(time.time() - started, 1)
@@ -152,7 +205,7 @@ def main(argv=None) -> int:
             else {}
         ),
         "max_new_tokens": args.max_new_tokens,
-        "train_prompts": len(train),
+        **({"train_prompts": len(train)} if train is not None else {"compare_only": True}),
         "comparison": report,
         "contrast": contrast,
         "seconds": seconds,
@@ -163,9 +216,10 @@ def main(argv=None) -> int:
             spec: _last(run, "objective/kl") for spec, run in zip(args.specs, runs, strict=True)
         },
     }
-    (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    result_file = args.out / (f"compare{name}.json" if name else "result.json")
+    result_file.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(format_comparison(report))
-    print(json.dumps({"result": str(args.out / "result.json"), "seconds": seconds}))
+    print(json.dumps({"result": str(result_file), "seconds": seconds}))
     return 0
 
 

@@ -121,6 +121,19 @@ def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, s
     assert comparison["temperature"] == 1.0 and comparison["replies_per_prompt"] == 2
     replies = (out / "replies.jsonl").read_text().splitlines()
     assert len(replies) == 3 * comparison["n_prompts"] * 2  # runs x prompts x draws
+
+    # the trained personalities compared again on MT-Bench, nothing trained, result.json kept
+    before = (out / "result.json").read_bytes()
+    mt_bench = shared_data("mt-bench/question.jsonl")
+    argv = ["--fast", "--method", "dpo", "--out", str(out), "--compare-only"]
+    argv += ["--eval-prompts", str(mt_bench), "--eval-n", "3", "--eval-temperature", "1"]
+    assert load("personalities").main([*argv, "--eval-replies", "2"]) == 0
+    assert (out / "result.json").read_bytes() == before
+    again = json.loads((out / "compare-question-t1x2.json").read_text())
+    assert again["compare_only"] and again["comparison"]["n_prompts"] == 3
+    assert again["comparison"]["prompts"] == str(mt_bench)
+    assert set(again["pair_gaps"]) == {"concise", "warm-and-polite"}
+    assert len((out / "replies-question-t1x2.jsonl").read_text().splitlines()) == 3 * 3 * 2
     first = json.loads((out / "concise" / "metrics.jsonl").read_text().splitlines()[0])
     # the likelihood term reached the trainer: step 1 is log 2 plus the chosen replies' NLL
     expected = math.log(2) + first["train/nll_chosen"]
@@ -137,6 +150,11 @@ def test_personalities_benchmark_dpo_reports_what_the_ranking_taught(tmp_path, s
 
 def test_personalities_benchmark_refuses_a_bad_evaluation_before_training(tmp_path):
     from rlhfkit.errors import InputError
+
+    with pytest.raises(InputError, match="compare-only: .*concise/model not found"):
+        load("personalities").main(["--fast", "--compare-only", "--out", str(tmp_path / "x")])
+    with pytest.raises(InputError, match="--eval-prompts .*nope.jsonl: no such file"):
+        load("personalities").main(["--fast", "--eval-prompts", str(tmp_path / "nope.jsonl")])
 
     out = tmp_path / "pers"
     argv = ["--fast", "--eval-replies", "2", "--out", str(out)]  # greedy: 2 replies are one
