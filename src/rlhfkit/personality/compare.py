@@ -5,7 +5,8 @@ the same prompts, greedily by default, or ``replies_per_prompt`` times each samp
 ``temperature`` (the way DPO and PPO saw the policy while training); every reply is scored on
 every attribute, a prompt's score is the mean over its replies, and the profile is the mean
 score per attribute with a 95 % confidence interval (Student's t over prompts). Prompts a run
-was trained on (``prompts`` in its ``config.yaml`` or ``personality.json``) are left out, so the
+was trained on (``prompts`` in its ``config.yaml`` or ``personality.json``, and those of its
+training ``data``, such as DPO's ranked pairs) are left out, so the
 profile is measured on held-out prompts. Every later run is also compared with the first on the
 same prompts (paired differences with 95 % intervals), so list the starting policy first.
 
@@ -126,7 +127,7 @@ def compare_runs(
     same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). ``temperature`` 0
     decodes greedily (one reply per prompt); above 0 each run samples ``replies_per_prompt``
     replies per prompt from the same ``seed``, and a prompt's score is their mean, so the
-    intervals stay over prompts. ``replies_out`` writes every reply as a JSON line (``run``,
+    intervals stay over prompts. ``replies_out`` writes every reply as a JSON line (``label``,
     ``prompt_index``, ``prompt``, ``draw``, ``reply`` and its ``scores``), written whole at the
     end. Example in the module docstring.
     """
