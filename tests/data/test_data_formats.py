@@ -377,3 +377,17 @@ def test_mt_bench_is_told_from_trl_records_with_a_turns_key(tmp_path, record, na
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(record) + "\n")
     assert detect_format(path) == name
+
+
+def test_the_cli_lists_every_format(capsys, monkeypatch):
+    """The CLI spells the list out (it imports no data code to build its parser): it must not
+    fall behind the registry."""
+    from rlhfkit.cli import main
+    from rlhfkit.data.formats import FORMATS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a hyphenated name
+    with pytest.raises(SystemExit):
+        main(["data", "validate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in FORMATS:
+        assert name in text, name

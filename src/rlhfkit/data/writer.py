@@ -76,11 +76,9 @@ def _name(t: Any) -> str:
     return t if isinstance(t, str) else {"list": "list", "struct": "object"}[t[0]]
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write ``records`` as JSON lines to ``path`` atomically; returns how many were written.
-
-    ``path`` ending in ``.gz`` is gzip-compressed. Column types are checked across lines.
-    """
+def check_output_path(path: Path) -> Path:
+    """``path`` if a file can be written there, else an InputError naming it. Call it before
+    costly work whose result goes to ``path``, so a bad path fails first."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory; expected an output file path")
@@ -88,6 +86,17 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
         raise InputError(
             f"{path}: folder {path.parent} does not exist; expected an existing folder"
         )
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path}: folder {path.parent} is not writable")
+    return path
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write ``records`` as JSON lines to ``path`` atomically; returns how many were written.
+
+    ``path`` ending in ``.gz`` is gzip-compressed. Column types are checked across lines.
+    """
+    path = check_output_path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,9 @@ def compare_runs(
             )
     check_decoding(temperature, replies_per_prompt, seed)
     if replies_out is not None:
-        _check_output(Path(replies_out))
+        from rlhfkit.data.writer import check_output_path
+
+        check_output_path(Path(replies_out))
     infos = [_run_info(r) for r in runs]  # bad run names fail before anything is generated
     pool = read_prompts(prompts)
     excluded = set()
@@ -254,17 +255,6 @@ def check_decoding(temperature: float, replies_per_prompt: int, seed: int = 0) -
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InputError(f"seed: expected a whole number from 0 to 2**63 - 1, got {seed!r}")
-
-
-def _check_output(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; expected a file for the replies")
-    if not path.parent.is_dir():
-        raise InputError(
-            f"{path}: folder {path.parent} does not exist; expected an existing folder"
-        )
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"{path}: folder {path.parent} is not writable")
 
 
 def _minus(xs: list[float], ys: list[float]) -> list[float]:
