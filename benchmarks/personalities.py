@@ -106,7 +106,6 @@ def main(argv=None) -> int:
     from rlhfkit.errors import InputError
     from rlhfkit.personality.compare import check_decoding, compare_runs, format_comparison
     from rlhfkit.personality.training import Config, train_personality
-    from rlhfkit.train.base import read_prompts
 
     # a bad evaluation setting fails now, not after both personalities have trained
     check_decoding(args.eval_temperature, args.eval_replies, args.seed)
@@ -168,12 +167,8 @@ def main(argv=None) -> int:
         stem = (args.eval_prompts or heldout_file).name.split(".")[0]
         name = f"-{stem}-t{args.eval_temperature:g}x{args.eval_replies}"
     eval_file = args.eval_prompts or heldout_file
-    if args.eval_n is not None:
-        n_eval = args.eval_n
-    elif args.eval_prompts is not None:
-        n_eval = len(read_prompts(str(args.eval_prompts)))
-    else:
-        n_eval = args.heldout_prompts
+    # all of --eval-prompts unless --eval-n says otherwise
+    n_eval = args.eval_n or (None if args.eval_prompts else args.heldout_prompts)
     started = time.time()
     # start first, so every difference is measured from it; then the two against each other,
     # from the same replies

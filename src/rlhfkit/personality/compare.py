@@ -109,7 +109,7 @@ def compare_runs(
     runs: list[str],
     prompts: str,
     *,
-    n_prompts: int = 40,
+    n_prompts: int | None = 40,
     max_new_tokens: int = 64,
     samples: int = 3,
     exclude_training_prompts: bool = True,
@@ -119,8 +119,8 @@ def compare_runs(
     seed: int = 0,
     replies_out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the same
-    held-out prompts, each later run's paired difference from the first (``differences``: mean
+    """Attribute profiles (mean and 95 % CI per attribute) of each run's replies to the first
+    ``n_prompts`` (None: all) held-out prompts, each later run's paired difference from the first (``differences``: mean
     and 95 % CI over prompts of its score minus the first run's on the same prompt), plus
     ``samples`` example replies per run. ``contrasts`` adds more paired differences from the
     same replies: ``(i, j)`` is run i minus run j (indices into ``runs``). ``temperature`` 0

@@ -243,8 +243,9 @@ _BANGS = re.compile(r"[!?]{2,}")
 # Code is not speech: SQL in capitals is not shouting, print("Hello") no greeting. A fence opens
 # only at the start of a line; one left open (a reply cut off at its token limit) runs to the
 # end. A stray ``` inside a sentence hides nothing.
+_INLINE_CODE = re.compile(r"(?<!`)`[^`\n]+`(?!`)")  # also counted by `formatting`
 _CODE_SPAN = re.compile(
-    r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1|\Z)|(?<!`)`[^`\n]+`(?!`)", re.DOTALL | re.MULTILINE
+    r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1|\Z)|" + _INLINE_CODE.pattern, re.DOTALL | re.MULTILINE
 )
 
 
@@ -522,7 +523,6 @@ def sarcasm(texts: list[str]) -> list[float]:
 
 _HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S", re.MULTILINE)
 _FENCE = re.compile(r"^\s*(?:```|~~~)", re.MULTILINE)
-_INLINE_CODE = re.compile(r"(?<!`)`[^`\n]+`(?!`)")
 _BOLD = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)
 
